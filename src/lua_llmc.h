@@ -18,7 +18,9 @@ int luaopen_llmc_tensor(lua_State *L);        /* lua_tensor.c:      "llmc._tenso
 int luaopen_llmc_safetensors(lua_State *L);   /* lua_safetensors.c: "llmc._safetensors" */
 int luaopen_llmc_tokenizer(lua_State *L);     /* lua_tokenizer.c:   "llmc._tokenizer" */
 int luaopen_llmc_quant(lua_State *L);         /* lua_quant.c:       "llmc._quant" */
-int luaopen_llmc_ops(lua_State *L);           /* lua_ops.c:         "llmc._ops" */
+int luaopen_llmc_stwriter(lua_State *L);      /* lua_stwriter.c:    "llmc._stwriter" */
+int luaopen_llmc_nn(lua_State *L);            /* lua_nn.c:          "llmc._nn" */
+int luaopen_llmc_regex(lua_State *L);         /* lua_regex.c:       "llmc._regex" */
 
 /* Open the standard libraries and preload the modules above.
 ** Returns 0, or -1 with a message on the Lua stack. */

@@ -18,7 +18,13 @@
 #include "lua_llmc.h"
 
 static const luaL_Reg c_modules[] = {
+  {"llmc._quant", luaopen_llmc_quant},
+  {"llmc._stwriter", luaopen_llmc_stwriter},
   {"llmc._tensor", luaopen_llmc_tensor},
+  {"llmc._nn", luaopen_llmc_nn},
+  {"llmc._regex", luaopen_llmc_regex},
+  {"llmc._safetensors", luaopen_llmc_safetensors},
+  {"llmc._tokenizer", luaopen_llmc_tokenizer},
   {NULL, NULL}};
 
 static int has_init(const char *dir) {

@@ -49,6 +49,8 @@ local lazy = {
 }
 
 setmetatable(llmc, {
+  -- the REPL's tab completion lists __methods keys without running __index
+  __methods = lazy,
   __index = function(t, key)
     local spec = lazy[key]
     if not spec then return nil end
