@@ -1,3 +1,4 @@
+-- llmc-test: slow  (about 30 s on 2 idle cores; left out of the sanitizer run)
 -- llmc.eval.perplexity end to end: the dev_perplexity protocol of golden.json
 -- (calib_text.jsonl's texts joined with "\n\n", tokenized without BOS, windows of
 -- BOS + 255 tokens, trailing partial window dropped) must give the fixture's fp32
