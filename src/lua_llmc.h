@@ -21,6 +21,7 @@ int luaopen_llmc_quant(lua_State *L);         /* lua_quant.c:       "llmc._quant
 int luaopen_llmc_stwriter(lua_State *L);      /* lua_stwriter.c:    "llmc._stwriter" */
 int luaopen_llmc_nn(lua_State *L);            /* lua_nn.c:          "llmc._nn" */
 int luaopen_llmc_regex(lua_State *L);         /* lua_regex.c:       "llmc._regex" */
+int luaopen_llmc_gptq(lua_State *L);          /* lua_gptq.c:        "llmc._gptq" */
 
 /* Open the standard libraries and preload the modules above.
 ** Returns 0, or -1 with a message on the Lua stack. */

@@ -224,19 +224,40 @@ static int opt_bool(lua_State *L, int t, const char *k) {
   return v;
 }
 
-/* sum (a-b)^2, sum a^2, max |a-b| over n elements of two equal-dtype buffers */
+/* sum (a-b)^2, sum a^2, max |a-b| over n elements of two equal-dtype
+** buffers (bf16 / f16 / f32: typed loops, this runs once per weight) */
+#define ERR_LOOP(T, CONV)                                                   \
+  do {                                                                      \
+    const T *pa = a, *pb = b;                                               \
+    _Pragma("omp parallel for reduction(+ : s1, s2) reduction(max : m) schedule(static)") \
+    for (int64_t i = 0; i < n; i++) {                                       \
+      double x = CONV(pa[i]), y = CONV(pb[i]);                              \
+      double d = x - y;                                                     \
+      s1 += d * d;                                                          \
+      s2 += x * x;                                                          \
+      if (fabs(d) > m) m = fabs(d);                                         \
+    }                                                                       \
+  } while (0)
+#define ID(v) (v)
+
 static void err_stats(const void *a, const void *b, llmc_dtype dt, int64_t n, double *se, double *sr,
                       double *mx) {
   double s1 = 0, s2 = 0, m = 0;
-  size_t es = llmc_dtype_size(dt);
-#pragma omp parallel for reduction(+ : s1, s2) reduction(max : m) schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    double x = llmc_load_as_f32((const char *)a + (size_t)i * es, dt);
-    double y = llmc_load_as_f32((const char *)b + (size_t)i * es, dt);
-    double d = x - y;
-    s1 += d * d;
-    s2 += x * x;
-    if (fabs(d) > m) m = fabs(d);
+  switch (dt) {
+    case LLMC_BF16: ERR_LOOP(uint16_t, llmc_bf16_to_f32); break;
+    case LLMC_F16: ERR_LOOP(uint16_t, llmc_f16_to_f32); break;
+    case LLMC_F32: ERR_LOOP(float, ID); break;
+    default: {
+      size_t es = llmc_dtype_size(dt);
+      for (int64_t i = 0; i < n; i++) {
+        double x = llmc_load_as_f32((const char *)a + (size_t)i * es, dt);
+        double y = llmc_load_as_f32((const char *)b + (size_t)i * es, dt);
+        double d = x - y;
+        s1 += d * d;
+        s2 += x * x;
+        if (fabs(d) > m) m = fabs(d);
+      }
+    }
   }
   *se = s1, *sr = s2, *mx = m;
 }
@@ -534,14 +555,15 @@ static int q_decompress(lua_State *L) {
 static int q_error_stats(lua_State *L) {
   llmc_tensor *a = llmc_lua_checktensor(L, 1), *b = llmc_lua_checktensor(L, 2);
   if (!llmc_tensor_same_shape(a, b)) return luaL_error(L, "error_stats: shapes differ");
-  llmc_tensor *ca = llmc_tensor_to_dtype(a, LLMC_F32);
+  llmc_dtype dt = a->dtype == b->dtype && (a->dtype == LLMC_BF16 || a->dtype == LLMC_F16) ? a->dtype : LLMC_F32;
+  llmc_tensor *ca = llmc_tensor_to_dtype(a, dt);
   if (!ca) return llmc_lua_error(L, "error_stats");
   hold(L, ca);
-  llmc_tensor *cb = llmc_tensor_to_dtype(b, LLMC_F32);
+  llmc_tensor *cb = llmc_tensor_to_dtype(b, dt);
   if (!cb) return llmc_lua_error(L, "error_stats");
   hold(L, cb);
   double se, sr, mx;
-  err_stats(llmc_tensor_data(ca), llmc_tensor_data(cb), LLMC_F32, llmc_tensor_numel(ca), &se, &sr, &mx);
+  err_stats(llmc_tensor_data(ca), llmc_tensor_data(cb), dt, llmc_tensor_numel(ca), &se, &sr, &mx);
   lua_pushnumber(L, se);
   lua_pushnumber(L, sr);
   lua_pushnumber(L, mx);

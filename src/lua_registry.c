@@ -19,6 +19,7 @@
 
 static const luaL_Reg c_modules[] = {
   {"llmc._quant", luaopen_llmc_quant},
+  {"llmc._gptq", luaopen_llmc_gptq},
   {"llmc._stwriter", luaopen_llmc_stwriter},
   {"llmc._tensor", luaopen_llmc_tensor},
   {"llmc._nn", luaopen_llmc_nn},
