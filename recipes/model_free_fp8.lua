@@ -21,4 +21,5 @@ llmc.model_free_ptq{
   ignore = {"lm_head", "re:.*embed_tokens$"},
   max_workers = a.max_workers,
   overwrite = a.overwrite,
+  errors = true,             -- the summary's per-kind error table (one more pass per tensor)
 }

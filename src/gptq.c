@@ -2,9 +2,9 @@
 ** gptq.c — Hessian accumulation and the GPTQ solve (see gptq.h).
 **
 ** The inner loop must keep multiply and subtract separate, as PyTorch does
-** (algorithms.md §5.4): this file is compiled with -ffp-contract=off.
+** (algorithms.md §5.4): this file is compiled with -ffp-contract=off
+** (CMakeLists.txt sets it for this source).
 */
-#pragma GCC optimize("fp-contract=off")
 
 #include "gptq.h"
 

@@ -30,6 +30,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <signal.h>
@@ -375,6 +376,18 @@ static int fs_peak_rss(lua_State *L) {
   return 1;
 }
 
+/* tune_malloc([threshold_bytes]): serve allocations of at least `threshold`
+** (default 1 MiB) with mmap, so that a freed tensor goes back to the
+** system at once.  glibc's default raises the threshold dynamically up to
+** 32 MiB after the first large free, after which streamed tensors of that
+** size are carved from per-thread heaps and the resident set keeps growing
+** (seen as a 1.6 GB peak on a 2 GB model_free_ptq run instead of 0.6 GB). */
+static int fs_tune_malloc(lua_State *L) {
+  lua_Integer t = luaL_optinteger(L, 1, 1 << 20);
+  lua_pushboolean(L, mallopt(M_MMAP_THRESHOLD, (int)t) == 1);
+  return 1;
+}
+
 static const luaL_Reg writer_methods[] = {
   {"metadata", w_metadata}, {"declare", w_declare}, {"begin", w_begin}, {"write", w_write},
   {"finish", w_finish}, {"shards", w_shards}, {"abort", w_abort}, {NULL, NULL}};
@@ -384,7 +397,8 @@ static const luaL_Reg funcs[] = {
   {"mkdir", fs_mkdir}, {"mkdir_p", fs_mkdir_p}, {"listdir", fs_listdir}, {"rmtree", fs_rmtree},
   {"rename", fs_rename}, {"copy_file", fs_copy_file}, {"fsync_dir", fs_fsync_dir},
   {"free_space", fs_free_space}, {"realpath", fs_realpath}, {"now", fs_now},
-  {"getpid", fs_getpid}, {"isatty", fs_isatty}, {"peak_rss", fs_peak_rss}, {NULL, NULL}};
+  {"getpid", fs_getpid}, {"isatty", fs_isatty}, {"peak_rss", fs_peak_rss},
+  {"tune_malloc", fs_tune_malloc}, {NULL, NULL}};
 
 int luaopen_llmc_stwriter(lua_State *L) {
   signal(SIGXFSZ, SIG_IGN);

@@ -13,7 +13,9 @@ model_free_ptq, compressed-tensors-format.md §8, algorithms.md §12).
 
 or config = {config_groups = {...}, ignore = {...}} instead of scheme.
 Other keys: overwrite, quiet, rounding ("eager" | "fused"), device
-("cpu"; the kernels run on the host).  Unknown keys are an error.
+("cpu"; the kernels run on the host), errors (default false; true
+measures each weight's quantization error for the summary's error table,
+which costs one more fake-quantize pass per tensor, about 2x the time).  Unknown keys are an error.
 
 What is quantized (name-only matching, as upstream): a tensor
 "<module>.weight" whose module does not end in "norm", targeted by a config
@@ -47,7 +49,7 @@ local M = {}
 
 local KEYS = {model = true, model_stub = true, output_dir = true, save_directory = true, scheme = true,
               config = true, ignore = true, max_workers = true, device = true, overwrite = true, quiet = true,
-              rounding = true, converter = true}
+              rounding = true, converter = true, errors = true}
 
 local function fail(msg) error("llmc.model_free_ptq: " .. msg, 0) end
 
@@ -195,6 +197,7 @@ function M.model_free_ptq(args)
   local ST = require "llmc._safetensors"
   local K = require "llmc._quant"
   local T = require "llmc._tensor"
+  F.tune_malloc()   -- streamed tensors go back to the system when freed
   T.reset_peak_memory()
   if args.converter then fail("converters are not supported") end
   local src = args.model or args.model_stub
@@ -227,10 +230,8 @@ function M.model_free_ptq(args)
     if type(idx) ~= "table" or type(idx.weight_map) ~= "table" then fail(src .. "/" .. index_name .. ": no weight_map") end
     local seen = {}
     for k, v in pairs(idx.weight_map) do
-      if k ~= "\0order" then
-        weight_map[k] = v
-        if not seen[v] then seen[v] = true; shard_names[#shard_names + 1] = v end
-      end
+      weight_map[k] = v
+      if not seen[v] then seen[v] = true; shard_names[#shard_names + 1] = v end
     end
   else
     local has = false
@@ -443,18 +444,21 @@ function M.model_free_ptq(args)
             gs = gdone[set]
           end
           local r = quant.compress(t, e.group.scheme, {format = e.format, global_scale = gs, rounding = rounding,
-                                                      force_zero_point = false, fake = false, error = true})
+                                                      force_zero_point = false, fake = false,
+                                                      error = args.errors == true})
           for _, x in ipairs(r.tensors) do
             w:write(e.module .. "." .. x.name, x.tensor)
             bytes_after = bytes_after + x.tensor:nbytes()
             x.tensor:release()
           end
           bytes_before = bytes_before + t:nbytes()
-          local kind = e.module:match("([^.]+)$")
-          local k = kinds[kind]
-          if not k then k = {n = 0, sum = 0, max = 0, format = e.format}; kinds[kind] = k; kind_order[#kind_order + 1] = kind end
-          local rel = r.sq_ref > 0 and math.sqrt(r.sq_err / r.sq_ref) or 0
-          k.n, k.sum, k.max = k.n + 1, k.sum + rel, math.max(k.max, rel)
+          if args.errors == true then
+            local kind = e.module:match("([^.]+)$")
+            local k = kinds[kind]
+            if not k then k = {n = 0, sum = 0, max = 0, format = e.format}; kinds[kind] = k; kind_order[#kind_order + 1] = kind end
+            local rel = (r.sq_ref or 0) > 0 and math.sqrt(r.sq_err / r.sq_ref) or 0
+            k.n, k.sum, k.max = k.n + 1, k.sum + rel, math.max(k.max, rel)
+          end
           bar:update(1, e.name)
         else
           w:write(e.name, t)

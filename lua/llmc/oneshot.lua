@@ -195,6 +195,7 @@ function M.oneshot(args)
   local t0 = util.now()
   local a = M.parse_args(args)
   local T = require "llmc._tensor"
+  if util.fs then util.fs.tune_malloc() end
   T.reset_peak_memory()
   local recipe = require("llmc.recipe").load(a.recipe, {stage = a.stage or nil})
   local modifiers = recipe.modifiers

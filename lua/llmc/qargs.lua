@@ -107,7 +107,7 @@ end
 local function spec_keys(spec)
   if util.is_omap(spec) then return spec:keys() end
   local ks = {}
-  for k in pairs(spec) do if k ~= "\0order" then ks[#ks + 1] = k end end
+  for k in pairs(spec) do ks[#ks + 1] = k end
   table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
   return ks
 end
@@ -221,7 +221,7 @@ function qargs.new(spec, where)
     end
     local c = json.object({})
     if util.is_omap(ok) then for k, v in ok:pairs() do c[k] = v end
-    else for k, v in pairs(ok) do if k ~= "\0order" then c[k] = v end end end
+    else for k, v in pairs(ok) do c[k] = v end end
     a.observer_kwargs = c
   end
 
@@ -316,7 +316,7 @@ function qargs.to_json(a)
   o:set("observer", a.observer)
   local kw = util.omap()
   local ks = {}
-  for k in pairs(a.observer_kwargs or {}) do if k ~= "\0order" then ks[#ks + 1] = k end end
+  for k in pairs(a.observer_kwargs or {}) do ks[#ks + 1] = k end
   table.sort(ks)
   for _, k in ipairs(ks) do kw:set(k, a.observer_kwargs[k]) end
   o:set("observer_kwargs", kw)

@@ -39,7 +39,7 @@ function quant.c_args(a, extra)
   local t = {}
   for _, f in ipairs(qargs.FIELDS) do t[f] = a[f] end
   local kw = {}
-  for k, v in pairs(a.observer_kwargs or {}) do if k ~= "\0order" then kw[k] = v end end
+  for k, v in pairs(a.observer_kwargs or {}) do kw[k] = v end
   local alias = a.observer and MSE_ALIASES[a.observer]
   if alias then
     t.observer = "mse"
@@ -178,7 +178,7 @@ function quant.config_resolver(qc)
   local groups = {}
   local cg = qc.config_groups or {}
   local keys = json.keys(cg) or {}
-  if #keys == 0 then for k in pairs(cg) do if k ~= "\0order" then keys[#keys + 1] = k end end table.sort(keys) end
+  if #keys == 0 then for k in pairs(cg) do keys[#keys + 1] = k end table.sort(keys) end
   for _, k in ipairs(keys) do
     local v = cg[k]
     local s

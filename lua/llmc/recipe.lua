@@ -435,10 +435,7 @@ function Block:node(ind, depth, parent)
   if key ~= nil then return self:map(ind, depth) end
   -- a lone scalar / flow collection
   self.min_cont = parent or -1
-  self.in_value = true
-  local v = self:inline(l.pos, l)
-  self.in_value = false
-  return v
+  return self:inline(l.pos, l)
 end
 
 function Block:seq(ind, depth)
@@ -511,9 +508,7 @@ function Block:map(ind, depth)
       else value = json.null end
     else
       self.min_cont = ind
-      self.in_value = true
       value = self:inline(vpos, l)
-      self.in_value = false
     end
     m:set(key, value, l.line)
   end
@@ -811,8 +806,8 @@ function recipe.to_yaml_value(v)
     return a
   end
   local ks = {}
-  for k in pairs(v) do if k ~= "\0order" then ks[#ks + 1] = k end end
-  local order = rawget(v, "\0order")
+  for k in pairs(v) do ks[#ks + 1] = k end
+  local order = json.keys(v)
   if order then ks = order else table.sort(ks, function(a, b) return tostring(a) < tostring(b) end) end
   local m = util.omap()
   for _, k in ipairs(ks) do m:set(k, recipe.to_yaml_value(v[k])) end

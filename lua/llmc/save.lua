@@ -105,7 +105,7 @@ end
 --- config.json text: the source config with quantization_config set (sorted keys, indent 2).
 function save.config_json(config, qc, patch)
   local c = json.object({})
-  for k, v in pairs(config) do if k ~= "\0order" then c[k] = v end end
+  for k, v in pairs(config) do c[k] = v end
   for k, v in pairs(patch or {}) do c[k] = v end
   c.quantization_config = qc
   return json.encode(c, {indent = 2})

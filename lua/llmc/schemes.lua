@@ -177,7 +177,7 @@ function schemes.new(spec, where)
     return v
   end
   local keys = util.is_omap(spec) and spec:keys() or {}
-  if not util.is_omap(spec) then for k in pairs(spec) do if k ~= "\0order" then keys[#keys + 1] = k end end end
+  if not util.is_omap(spec) then for k in pairs(spec) do keys[#keys + 1] = k end end
   for _, k in ipairs(keys) do
     if not SCHEME_FIELD_SET[k] then
       fail(where, tostring(k), "unknown scheme field (valid: " .. table.concat(SCHEME_FIELDS, ", ") .. ")")
@@ -396,7 +396,7 @@ function schemes.resolve(f, where)
     local keys = util.is_omap(cg) and cg:keys() or nil
     if not keys then
       keys = {}
-      for k in pairs(cg) do if k ~= "\0order" then keys[#keys + 1] = k end end
+      for k in pairs(cg) do keys[#keys + 1] = k end
       table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
     end
     for _, k in ipairs(keys) do

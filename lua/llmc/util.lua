@@ -87,6 +87,10 @@ local ARRAY = {__name = "json.array"}
 local OBJECT = {__name = "json.object"}
 json.array_mt, json.object_mt = ARRAY, OBJECT
 
+-- key order of decoded objects, kept beside them (a key inside the object
+-- would show up in every pairs() loop over a decoded config)
+local key_order = setmetatable({}, {__mode = "k"})
+
 function json.array(t) return setmetatable(t or {}, ARRAY) end
 function json.object(t) return setmetatable(t or {}, OBJECT) end
 function json.is_array(t)
@@ -104,7 +108,7 @@ end
 function json.keys(t)
   local mt = getmetatable(t)
   if mt == OMap then return t:keys() end
-  return rawget(t, "\0order")
+  return key_order[t]
 end
 
 --- Python's repr() of a float (the shortest string that round-trips, fixed
@@ -189,12 +193,10 @@ end
 local function sorted_keys(t)
   local ks = {}
   for k in pairs(t) do
-    if k ~= "\0order" then
-      if type(k) ~= "string" then
-        error("json.encode: object key " .. tostring(k) .. " is not a string", 0)
-      end
-      ks[#ks + 1] = k
+    if type(k) ~= "string" then
+      error("json.encode: object key " .. tostring(k) .. " is not a string", 0)
     end
+    ks[#ks + 1] = k
   end
   table.sort(ks)
   return ks
@@ -230,7 +232,7 @@ local function encode_value(v, opts, depth, out)
         keys = v:keys()
         if opts.sort_keys ~= false then table.sort(keys) end
       else
-        local order = rawget(v, "\0order")
+        local order = key_order[v]
         if order and opts.sort_keys == false then keys = order else keys = sorted_keys(v) end
       end
       if #keys == 0 then out[#out + 1] = "{}"; return end
@@ -336,7 +338,7 @@ end
 local function decode_object(src, name, pos, depth)
   local obj = json.object({})
   local order = {}
-  rawset(obj, "\0order", order)
+  key_order[obj] = order
   pos = skip_ws(src, pos + 1)
   if src:sub(pos, pos) == "}" then return obj, pos + 1 end
   while true do
@@ -654,6 +656,7 @@ function util.deepcopy(v, seen)
   local c = {}
   seen[v] = c
   for k, x in pairs(v) do c[util.deepcopy(k, seen)] = util.deepcopy(x, seen) end
+  if key_order[v] then key_order[c] = {table.unpack(key_order[v])} end
   return setmetatable(c, getmetatable(v))
 end
 

@@ -136,7 +136,7 @@ int main(int argc, char **argv) {
     llmc_tok *tok = llmc_tok_load(paths[p]);
     if (!tok) { fprintf(stderr, "%s\n", llmc_errmsg()); return 1; }
     double tload = now() - t0;
-    double times[100], cpu[100], ttotal = 0;
+    double times[100], cpu[100];
     size_t ntok = 0;
     int32_t **keep = calloc(c.count, sizeof *keep);
     size_t *keepn = calloc(c.count, sizeof *keepn);
@@ -155,7 +155,6 @@ int main(int argc, char **argv) {
       }
       times[r] = now() - t0;
       cpu[r] = cpu_now() - c0;
-      ttotal += times[r];
     }
     double t_docs = median(times, runs), c_docs = median(cpu, runs);
     for (int r = 0; r < runs; r++) {

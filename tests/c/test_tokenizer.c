@@ -282,9 +282,9 @@ static void test_metaspace(void) {
            vocab);
   llmc_tok *t = mem_tok(json);
   if (t) {
-    static const char *w1[] = {"\xE2\x96\x81Hey", "\xE2\x96\x81" "friend!"};
+    static const char *w1[] = {"\xE2\x96\x81Hey", ("\xE2\x96\x81" "friend!")};
     expect_pieces(t, "Metaspace always/split", "Hey friend!", 0, w1, 2);
-    static const char *w2[] = {"\xE2\x96\x81Hey", "\xE2\x96\x81", "\xE2\x96\x81", "\xE2\x96\x81" "friend!"};
+    static const char *w2[] = {"\xE2\x96\x81Hey", "\xE2\x96\x81", "\xE2\x96\x81", ("\xE2\x96\x81" "friend!")};
     expect_pieces(t, "Metaspace multiple spaces", "Hey   friend!", 0, w2, 4);
     /* decoder: every replacement of the first token is dropped, the others become spaces */
     int32_t ids[3] = {0, 1, 8};

@@ -399,6 +399,30 @@ check(n_bad == 0, string.format("fuzz: %d inputs parsed, %d clean errors, %d cra
 check(n_ok > 50 and n_err > 100, string.format("fuzz exercised both paths (%d ok, %d errors)", n_ok, n_err))
 check(os.clock() - t0 < 60, "fuzz ran in bounded time")
 
+-- llmc.args: the recipe scripts' command line
+local A = util.args({model = "m", output = "", overwrite = false, max_workers = 2, scale = 0.5},
+  {argv = {[0] = "r.lua", "--model", "/x", "--output=/y", "--overwrite", "--max-workers", "4", "pos"}})
+check(A.model == "/x" and A.output == "/y" and A.overwrite == true and A.max_workers == 4 and A.scale == 0.5 and A[1] == "pos",
+      "args: values, =form, flags, dashes to underscores, positionals")
+check(util.args({overwrite = true}, {argv = {"--no-overwrite"}}).overwrite == false, "args: --no-flag")
+errors(function() util.args({model = "m"}, {argv = {"--modle", "x"}}) end, "unknown option --modle", "args: unknown option")
+errors(function() util.args({model = "m"}, {argv = {"--model"}}) end, "option --model needs a value", "args: missing value")
+errors(function() util.args({n = 1}, {argv = {"--n", "1.5"}}) end, "expects an integer", "args: integer option")
+local _, usage = util.args({model = "m"}, {argv = {"--help"}, no_exit = true})
+check(usage:find("--model MODEL", 1, true) ~= nil, "args: --help usage")
+
+-- JSON as Python's json.dumps writes it (reference strings from Python 3.11)
+check(util.json.encode({a = 1, b = 10000.0, c = 1e-05, d = json.null, e = json.array({}), f = json.object({}),
+        g = "x/y\"é\n", h = {0.1, 1e16, 123456789012345678.0, -0.0}}, {indent = 2}) ==
+      '{\n  "a": 1,\n  "b": 10000.0,\n  "c": 1e-05,\n  "d": null,\n  "e": [],\n  "f": {},\n  "g": "x/y\\"\\u00e9\\n",\n' ..
+      '  "h": [\n    0.1,\n    1e+16,\n    1.2345678901234568e+17,\n    -0.0\n  ]\n}', "json.encode matches Python json.dumps(indent=2, sort_keys=True)")
+local d = json.decode('{"n": 256, "f": 256.0, "z": [1e-5, null], "u": "\\u00e9\\ud83d\\ude00"}', "x.json")
+check(math.type(d.n) == "integer" and math.type(d.f) == "float" and d.z[2] == json.null and d.u == "é😀"
+      and table.concat(json.keys(d), ",") == "n,f,z,u", "json.decode keeps ints, floats, nulls, order")
+errors(function() json.decode('{"a": 1,}', "bad.json") end, "bad.json:1:9: invalid JSON", "json error position")
+check(util.fmt_bytes(22684232) == "21.6 MiB" and util.fmt_time(3.5) == "3.50 s" and util.fmt_time(125) == "2 min 05 s",
+      "human-readable bytes and times")
+
 print(string.format("%d passed, %d failed", passed, failed))
 os.exit(failed == 0 and 0 or 1)
 

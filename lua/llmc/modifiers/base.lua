@@ -222,7 +222,7 @@ function base.new(cls, args, where)
   for _, f in ipairs(cls.fields) do known[f[1]] = f end
   local keys = util.is_omap(args) and args:keys() or {}
   if not util.is_omap(args) then
-    for k in pairs(args) do if k ~= "\0order" then keys[#keys + 1] = k end end
+    for k in pairs(args) do keys[#keys + 1] = k end
     table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
   end
   for _, k in ipairs(keys) do
