@@ -294,11 +294,11 @@ end
 
 -- quantize the weights of a list of selected records
 function QM:quantize(state, records)
-  local todo = {}
+  local pending = {}
   for _, s in ipairs(records) do
-    if not self._done[s.name] and s.group.scheme.weights then todo[#todo + 1] = s end
+    if not self._done[s.name] and s.group.scheme.weights then pending[#pending + 1] = s end
   end
-  if #todo == 0 then return end
+  if #pending == 0 then return end
   -- NVFP4: fused siblings share one global scale (format §6.3)
   local gscale = {}
   local tg = {}
@@ -310,7 +310,7 @@ function QM:quantize(state, records)
     local by_name = {}
     for _, s in ipairs(self._selected) do by_name[s.name] = s end
     local need = {}
-    for _, s in ipairs(todo) do need[s.name] = true end
+    for _, s in ipairs(pending) do need[s.name] = true end
     for _, set in ipairs(quant.fused_groups(tg)) do
       local touches = false
       for _, n in ipairs(set) do if need[n] then touches = true end end
@@ -323,7 +323,7 @@ function QM:quantize(state, records)
     end
   end
   local bar = state.progress
-  for _, s in ipairs(todo) do
+  for _, s in ipairs(pending) do
     local m = s.module
     local sc = s.group.scheme
     local w = m.weight
