@@ -64,24 +64,6 @@ static int g_hessian(lua_State *L) {
   return 1;
 }
 
-/* Borrowed contiguous reference kept alive by a __gc box on the stack, so a
-** Lua error in between does not leak it. */
-typedef struct { llmc_tensor *t; } hold_box;
-static int hold_gc(lua_State *L) {
-  hold_box *b = lua_touserdata(L, 1);
-  llmc_tensor_free(b->t);
-  b->t = NULL;
-  return 0;
-}
-static void hold(lua_State *L, llmc_tensor *t) {
-  hold_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-  b->t = t;
-  if (luaL_newmetatable(L, "llmc._gptq.hold")) {
-    lua_pushcfunction(L, hold_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-}
 
 static llmc_tensor *host_float(lua_State *L, int idx, const char *what) {
   llmc_tensor *t = llmc_lua_checktensor(L, idx);
@@ -90,7 +72,7 @@ static llmc_tensor *host_float(lua_State *L, int idx, const char *what) {
     luaL_error(L, "%s: dtype must be bfloat16, float16 or float32 (got %s)", what, llmc_dtype_name(t->dtype));
   llmc_tensor *c = llmc_tensor_contiguous(t);
   if (!c) llmc_lua_error(L, what);
-  hold(L, c);
+  llmc_lua_holdtensor(L, c);
   return c;
 }
 

@@ -179,24 +179,6 @@ static llmc_tensor *weight_2d(lua_State *L, int idx, int64_t *rows, int64_t *col
   return ct;
 }
 
-/* Owns a contiguous reference for the duration of a call: a userdata with
-** __gc so that a Lua error between here and the end does not leak it. */
-typedef struct { llmc_tensor *t; } hold_box;
-static int hold_gc(lua_State *L) {
-  hold_box *b = lua_touserdata(L, 1);
-  llmc_tensor_free(b->t);
-  b->t = NULL;
-  return 0;
-}
-static void hold(lua_State *L, llmc_tensor *t) {
-  hold_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-  b->t = t;
-  if (luaL_newmetatable(L, "llmc._quant.hold")) {
-    lua_pushcfunction(L, hold_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-}
 
 typedef struct { llmc_qparams qp; int live; } qp_box;
 static int qp_gc(lua_State *L) {
@@ -275,7 +257,7 @@ static int q_compress(lua_State *L) {
   int64_t rows, cols;
   lua_settop(L, 3);
   llmc_tensor *w = weight_2d(L, 1, &rows, &cols, "compress: weight");
-  hold(L, w);   /* index 4 */
+  llmc_lua_holdtensor(L, w);   /* index 4 */
   llmc_qargs wa, ia, oa;
   check_args(L, 2, &wa, "weights");
   int o = lua_istable(L, 3) ? 3 : 0;
@@ -350,7 +332,7 @@ static int q_compress(lua_State *L) {
     ** below, so that streaming callers (model_free) keep constant memory
     ** instead of waiting for the garbage collector */
     if (want_fake) llmc_lua_pushtensor(L, f);
-    else hold(L, f);
+    else llmc_lua_holdtensor(L, f);
     if (llmc_q_fake_quantize(&qb->qp, llmc_tensor_data(w), w->dtype, llmc_tensor_data(f)) < 0)
       return llmc_lua_error(L, "compress");
     if (want_err) {
@@ -366,7 +348,7 @@ static int q_compress(lua_State *L) {
     if (want_fake) {
       lua_setfield(L, res, "fake");
     } else {
-      hold_box *hb = lua_touserdata(L, -1);
+      llmc_lua_hold_box *hb = lua_touserdata(L, -1);
       llmc_tensor_free(hb->t);
       hb->t = NULL;
       lua_pop(L, 1);
@@ -377,7 +359,7 @@ static int q_compress(lua_State *L) {
   qb->live = 0;
   /* and the contiguous weight reference (a copy when w was strided) */
   {
-    hold_box *wb = lua_touserdata(L, 4);
+    llmc_lua_hold_box *wb = lua_touserdata(L, 4);
     if (wb && wb->t == w) { llmc_tensor_free(wb->t); wb->t = NULL; }
   }
   lua_pushvalue(L, res);
@@ -389,7 +371,7 @@ static int q_fake_quantize(lua_State *L) {
   int64_t rows, cols;
   lua_settop(L, 3);
   llmc_tensor *w = weight_2d(L, 1, &rows, &cols, "fake_quantize: tensor");
-  hold(L, w);
+  llmc_lua_holdtensor(L, w);
   llmc_qargs a;
   check_args(L, 2, &a, "args");
   float gs = 0;
@@ -414,7 +396,7 @@ static int q_qdq_dynamic(lua_State *L) {
   int64_t rows, cols;
   lua_settop(L, 3);
   llmc_tensor *x = weight_2d(L, 1, &rows, &cols, "qdq_dynamic: input");
-  hold(L, x);
+  llmc_lua_holdtensor(L, x);
   llmc_qargs a;
   check_args(L, 2, &a, "input_activations");
   float gs = 0;
@@ -435,7 +417,7 @@ static int q_global_amax(lua_State *L) {
   int64_t rows, cols, sr, sc;
   lua_settop(L, 2);
   llmc_tensor *w = weight_2d(L, 1, &rows, &cols, "global_amax: weight");
-  hold(L, w);
+  llmc_lua_holdtensor(L, w);
   llmc_qargs a;
   check_args(L, 2, &a, "weights");
   if (llmc_q_scale_grid(&a, rows, cols, &sr, &sc) < 0) return llmc_lua_error(L, "global_amax");
@@ -534,7 +516,7 @@ static int q_decompress(lua_State *L) {
     llmc_tensor *c = llmc_tensor_contiguous(t);
     if (!c) return llmc_lua_error(L, "decompress");
     lua_pop(L, 1);
-    hold(L, c);
+    llmc_lua_holdtensor(L, c);
     d[n] = ref[k];
     d[n].dtype = c->dtype;
     d[n].nbytes = llmc_tensor_nbytes(c);
@@ -558,10 +540,10 @@ static int q_error_stats(lua_State *L) {
   llmc_dtype dt = a->dtype == b->dtype && (a->dtype == LLMC_BF16 || a->dtype == LLMC_F16) ? a->dtype : LLMC_F32;
   llmc_tensor *ca = llmc_tensor_to_dtype(a, dt);
   if (!ca) return llmc_lua_error(L, "error_stats");
-  hold(L, ca);
+  llmc_lua_holdtensor(L, ca);
   llmc_tensor *cb = llmc_tensor_to_dtype(b, dt);
   if (!cb) return llmc_lua_error(L, "error_stats");
-  hold(L, cb);
+  llmc_lua_holdtensor(L, cb);
   double se, sr, mx;
   err_stats(llmc_tensor_data(ca), llmc_tensor_data(cb), dt, llmc_tensor_numel(ca), &se, &sr, &mx);
   lua_pushnumber(L, se);

@@ -77,6 +77,23 @@ int llmc_lua_checkshape(lua_State *L, int idx, int64_t *shape) {
   return n;
 }
 
+static int hold_gc(lua_State *L) {
+  llmc_lua_hold_box *b = lua_touserdata(L, 1);
+  llmc_tensor_free(b->t);
+  b->t = NULL;
+  return 0;
+}
+
+void llmc_lua_holdtensor(lua_State *L, llmc_tensor *t) {
+  llmc_lua_hold_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->t = t;
+  if (luaL_newmetatable(L, "llmc.TensorHold")) {
+    lua_pushcfunction(L, hold_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+}
+
 /* options table at idx: field `dtype` (default def) */
 static llmc_dtype opt_dtype(lua_State *L, int idx, llmc_dtype def) {
   if (lua_type(L, idx) == LUA_TSTRING) return llmc_lua_checkdtype(L, idx);

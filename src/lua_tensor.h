@@ -31,4 +31,10 @@ llmc_dtype llmc_lua_checkdtype(lua_State *L, int idx);
 /* a shape argument: a table of integers, or integers from idx to top */
 int llmc_lua_checkshape(lua_State *L, int idx, int64_t *shape);
 
+/* Keep one tensor reference owned by a userdata pushed on the stack: its
+** __gc frees it, so a Lua error before the C function returns does not leak
+** the reference.  STEALS t.  The box's `t` may be read or cleared. */
+typedef struct { llmc_tensor *t; } llmc_lua_hold_box;
+void llmc_lua_holdtensor(lua_State *L, llmc_tensor *t);
+
 #endif
