@@ -411,6 +411,65 @@ static int q_qdq_dynamic(lua_State *L) {
   return 1;
 }
 
+/* qdq_static(x, args, scale [, zero_point]) -> Tensor: quantize-dequantize
+** an activation with calibrated (static) qparams: the input_scale /
+** output_scale / k_scale of a module.  scale is a Tensor of the qparam dtype
+** D holding one value (tensor strategy) or one per row of x laid out as
+** [stats, rest] (attn_head: the caller puts the heads first); zero_point
+** (zp dtype, same count) only for asymmetric args.  As in CT's forward the
+** zero point is always added (all zeros when symmetric). */
+static int q_qdq_static(lua_State *L) {
+  int64_t rows, cols;
+  lua_settop(L, 4);
+  llmc_tensor *x = weight_2d(L, 1, &rows, &cols, "qdq_static: input");
+  llmc_lua_holdtensor(L, x);   /* index 5 */
+  llmc_qargs a;
+  check_args(L, 2, &a, "activations");
+  llmc_tensor *s = llmc_lua_checktensor(L, 3);
+  llmc_tensor *z = lua_isnoneornil(L, 4) ? NULL : llmc_lua_checktensor(L, 4);
+  int64_t ns = llmc_tensor_numel(s);
+  if (a.strategy == LLMC_QS_ATTN_HEAD) {
+    int64_t n = rows * cols;
+    if (ns < 1 || n % ns != 0)
+      return luaL_error(L, "qdq_static: %lld head scales do not divide %lld elements", (long long)ns, (long long)n);
+    rows = ns;
+    cols = n / ns;
+  } else if (a.strategy != LLMC_QS_TENSOR) {
+    return luaL_error(L, "qdq_static: strategy %s has no static activation form (tensor or attn_head)",
+                      llmc_q_strategy_name(a.strategy));
+  } else if (ns != 1) {
+    return luaL_error(L, "qdq_static: a tensor-strategy scale has one element (got %lld)", (long long)ns);
+  }
+  if (z && llmc_tensor_numel(z) != ns)
+    return luaL_error(L, "qdq_static: zero_point has %lld elements, scale %lld", (long long)llmc_tensor_numel(z),
+                      (long long)ns);
+  if (!llmc_dtype_is_float(s->dtype)) return luaL_error(L, "qdq_static: scale must be a float tensor");
+  a.force_zero_point = 1;
+  qp_box *qb = new_qp(L);
+  if (llmc_q_qparams_alloc(&qb->qp, &a, s->dtype, rows, cols) < 0) return llmc_lua_error(L, "qdq_static");
+  qb->live = 1;
+  llmc_tensor *sc = llmc_tensor_contiguous(s);
+  if (!sc) return llmc_lua_error(L, "qdq_static");
+  llmc_lua_holdtensor(L, sc);
+  for (int64_t i = 0; i < ns; i++)
+    qb->qp.scale[i] = llmc_load_as_f32((const char *)llmc_tensor_data(sc) + (size_t)i * llmc_dtype_size(sc->dtype),
+                                       sc->dtype);
+  if (z && qb->qp.zero_point) {
+    llmc_tensor *zc = llmc_tensor_contiguous(z);
+    if (!zc) return llmc_lua_error(L, "qdq_static");
+    llmc_lua_holdtensor(L, zc);
+    for (int64_t i = 0; i < ns; i++)
+      qb->qp.zero_point[i] =
+          llmc_load_as_f32((const char *)llmc_tensor_data(zc) + (size_t)i * llmc_dtype_size(zc->dtype), zc->dtype);
+  }
+  llmc_tensor *y = llmc_tensor_empty(x->dtype, llmc_lua_checktensor(L, 1)->ndim, llmc_lua_checktensor(L, 1)->shape);
+  if (!y) return llmc_lua_error(L, "qdq_static");
+  llmc_lua_pushtensor(L, y);
+  if (llmc_q_fake_quantize(&qb->qp, llmc_tensor_data(x), x->dtype, llmc_tensor_data(y)) < 0)
+    return llmc_lua_error(L, "qdq_static");
+  return 1;
+}
+
 /* global_amax(w, wargs) -> the largest |min|/|max| over the tensor's groups,
 ** as a number (feeds a fused set's shared global scale, §6.3) */
 static int q_global_amax(lua_State *L) {
@@ -596,6 +655,7 @@ static int q_preset(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"compress", q_compress}, {"fake_quantize", q_fake_quantize}, {"qdq_dynamic", q_qdq_dynamic},
+  {"qdq_static", q_qdq_static},
   {"global_amax", q_global_amax}, {"global_scale", q_global_scale},
   {"infer_format", q_infer_format}, {"layout", q_layout}, {"decompress", q_decompress},
   {"error_stats", q_error_stats}, {"preset", q_preset},

@@ -26,6 +26,7 @@ static const luaL_Reg c_modules[] = {
   {"llmc._regex", luaopen_llmc_regex},
   {"llmc._safetensors", luaopen_llmc_safetensors},
   {"llmc._tokenizer", luaopen_llmc_tokenizer},
+  {"llmc._observer", luaopen_llmc_observer},
   {NULL, NULL}};
 
 static int has_init(const char *dir) {

@@ -15,8 +15,12 @@ numbers of the fixtures were computed.
 Layer kinds (module.kind): Linear, Embedding, RMSNorm, SiLU, RotaryEmbedding, Attention,
 MLP, SparseMoeBlock, DecoderLayer, ModuleList, Model, CausalLM.  Forward contracts:
   Linear:forward(x) -> x @ W^T (+ b); `input_transform` (a function x -> x), when set,
-    is applied to the input after the pre-hooks and before the matmul.
-  Attention:forward(h, ctx), MLP:forward(h), SparseMoeBlock:forward(h, ctx),
+    is applied to the input after the pre-hooks and before the matmul;
+    `output_transform` likewise to the output (static activation quantization).
+  Attention:forward(h, ctx): `kv_observer(attn, k, v)` (when set) sees the key and
+    value states the KV cache stores ([B, T, kv_heads, head_dim], keys after RoPE);
+    `kv_transform(attn, k, v) -> k', v'` (when set) replaces them (a quantized KV cache).
+  MLP:forward(h), SparseMoeBlock:forward(h, ctx),
   DecoderLayer:forward(h, ctx) -> new hidden states.
   ctx (from model:embed / model:context): positions, cos/sin (rotary tables), key_mask
     (padding), q_offset (tokens already in the KV cache), cache, router_logits (a table
@@ -88,6 +92,12 @@ function nn.Linear:_forward(x)
   if on_disk(self) then
     w:release()
     if b then b:release() end
+  end
+  local otf = self.output_transform
+  if otf then
+    local yq = otf(y)
+    if yq ~= y then free(y) end
+    y = yq
   end
   return y
 end
@@ -289,6 +299,11 @@ function nn.Attention:_forward(x, ctx)
   end
   q = track(N.rope(q, ctx.cos, ctx.sin))
   k = track(N.rope(k, ctx.cos, ctx.sin))
+  -- the states the KV cache would store (post-RoPE keys): KV-cache
+  -- calibration observes them, a quantized KV cache fake-quantizes them
+  local kv_observer, kv_transform = self.kv_observer, self.kv_transform
+  if kv_observer then kv_observer(self, k, v) end
+  if kv_transform then k, v = kv_transform(self, k, v); track(k); track(v) end
   local kk, vv = k, v
   if ctx.cache then
     kk, vv = ctx.cache:update(self.layer_idx, k, v, ctx.q_offset)
@@ -328,6 +343,19 @@ function nn.SparseMoeBlock:extra_repr()
     self.norm_topk_prob and "True" or "False")
 end
 
+-- Tokens routed to each expert (its top-k choices; padding positions
+-- included, the router sees them too) are added into block.routed_tokens,
+-- an array over experts 1..E, when someone asked for them by setting that
+-- field: the calibration pipelines do for their calibration pass only
+-- (not for the propagation pass, nor for plain inference).
+local function count_routed(block, groups)
+  local c = rawget(block, "routed_tokens")
+  for e = 1, block.num_experts do
+    local g = groups[e]
+    c[e] = (c[e] or 0) + (g and g.count or 0)
+  end
+end
+
 function nn.SparseMoeBlock:_forward(x, ctx)
   local shp = x:shape()
   local H = shp[#shp]
@@ -337,6 +365,7 @@ function nn.SparseMoeBlock:_forward(x, ctx)
   local ids, w = N.moe_route(logits, self.top_k, self.norm_topk_prob)
   local out = T.zeros({n, H})
   local groups = N.moe_dispatch(ids, self.num_experts, w)
+  if rawget(self, "routed_tokens") then count_routed(self, groups) end
   local all = ctx and ctx.moe_all_experts
   for e = 1, self.num_experts do
     local g = groups[e]

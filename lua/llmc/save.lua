@@ -221,6 +221,17 @@ function save.save(model, output_dir, opts)
       if full == "lm_head.weight" then wrote_head = true end
     end
   end
+  -- calibrated activation / KV-cache qparams (input_scale, k_scale, ...):
+  -- llmc.modifiers.activations keeps them on their module
+  for name, m in model:modules() do
+    local c = rawget(m, "calibrated")
+    if c then
+      for k, t in pairs(c) do
+        tensors[name .. "." .. k] = t
+        total = total + t:nbytes()
+      end
+    end
+  end
   local patch = {}
   local config = model.config
   -- re-tie: an untouched lm_head equal to the embedding is written once (llm-compressor's _retie_embeddings)

@@ -17,10 +17,12 @@ the CPU).  requires_calibration_data is true.
 Lifecycle:
   initialize            QuantizationModifier's (module selection, schemes,
                         divisibility); resolve actorder per config group
-  calibration_start     forward pre-hooks on every selected Linear: the input
+  calibration_start     static activation / KV observers (as QuantizationModifier);
+                        forward pre-hooks on every selected Linear: the input
                         is added to a Hessian (one per fused set — q/k/v,
                         gate/up — since they read the same tensor)
-  sequential_epoch_end  solve the given modules (the layer just calibrated):
+  sequential_epoch_end  activation / KV scales of the given modules, then
+                        solve them (the layer just calibrated):
                         GPTQ with the scales of the pre-solve weight; the
                         module's weight becomes the fake-quantized solution and
                         its compressed tensors (from the same scales) are kept
@@ -38,6 +40,7 @@ local quant = require "llmc.quant"
 local module = require "llmc.module"
 local schemes = require "llmc.schemes"
 local QM = modifiers.get("QuantizationModifier")
+local acts = require "llmc.modifiers.activations"
 
 local check = base.check
 
@@ -149,8 +152,10 @@ end
 
 function G:progress_units() return QM.progress_units(self) end
 
--- one Hessian per fused set of selected modules
+-- one Hessian per fused set of selected modules; static activation / KV
+-- observers as QuantizationModifier
 function G:on_calibration_start(state)
+  QM.on_calibration_start(self, state)
   local gptq = require "llmc._gptq"
   local by_name, names = {}, {}
   for _, s in ipairs(self._selected) do
@@ -285,6 +290,8 @@ function G:on_sequential_epoch_end(state, _, modules)
   for _, s in ipairs(self._selected) do
     if set[s.module] and s.hset then records[#records + 1] = s end
   end
+  -- llm-compressor: activation qparams, then the solve
+  if self._act then acts.epoch_end(self, state, set) end
   self:solve(state, records)
   for _, S in ipairs(self._sets) do S.last = nil end
 end

@@ -9,7 +9,7 @@ quantization at run time (algorithms.md §4).
 
 Arguments (llm-compressor's names and order): config_groups, targets
 ({"Linear"}), ignore ({}), scheme (preset name or {PRESET = targets}),
-kv_cache_scheme (stored; it needs calibration data), weight_observer,
+kv_cache_scheme (k_scale / v_scale observed on calibration data), weight_observer,
 input_observer, output_observer, observer ({weights=, input=, output=}),
 bypass_divisibility_checks (false); llmc adds rounding ("eager" = CT on a
 CPU, the default; "fused" = CT's Triton kernel on a GPU; design.md §4),
@@ -21,12 +21,21 @@ Lifecycle:
                         wins), untie embeddings when one is targeted, check
                         group divisibility and that the recipe can run
                         without calibration data
-  sequential_epoch_end  quantize the weights of the given modules: compute
-                        scales and the compressed tensors (kept on the module
-                        for saving) and replace module.weight by its
-                        fake-quantized value, so the model now runs quantized
-  calibration_end       dynamic input activations: module.input_transform =
-                        fake quantization of the live activation
+  calibration_start     static activations / kv_cache_scheme: observers and
+                        hooks (llmc.modifiers.activations)
+  sequential_epoch_end  without observers (data-free): quantize the weights of
+                        the given modules: compute scales and the compressed
+                        tensors (kept on the module for saving) and replace
+                        module.weight by its fake-quantized value, so the
+                        model now runs quantized.  With observers: compute
+                        the activation / KV scales of the given modules; the
+                        weights stay unquantized in memory until
+                        calibration_end, as in llm-compressor, so that later
+                        layers are calibrated on unquantized activations
+  calibration_end       remaining activation scales; weights; the quantized
+                        forward: static (calibrated scales) and dynamic
+                        input activations (module.input_transform), KV cache
+                        (attention kv_transform)
   finalize              quantize whatever no pipeline event reached
 Results land in state.quantized (one record per module) for the saver and
 the summary.
@@ -38,6 +47,7 @@ local modifiers = require "llmc.modifiers"
 local schemes = require "llmc.schemes"
 local qargs = require "llmc.qargs"
 local quant = require "llmc.quant"
+local acts = require "llmc.modifiers.activations"
 
 local check = base.check
 
@@ -183,13 +193,11 @@ function QM:on_initialize(state)
   end
   local model = state.model
   local reason = self:calibration_reason()
-  if reason then
-    if not state.data then
-      self:error(reason .. ". Pass dataset = ... to llmc.oneshot, or choose a scheme with dynamic activations.")
-    end
-    self:error(reason .. ", and calibrating static activation or KV-cache scales is not available in this " ..
-               "llmc build: choose a scheme with dynamic activations")
+  if reason and not state.data then
+    self:error(reason .. ". Pass dataset = ... to llmc.oneshot, or choose a scheme with dynamic activations.")
   end
+  local ok, err = pcall(acts.validate, self._resolved)
+  if not ok then self:error(tostring(err)) end
   local groups, ignore = self._resolved.groups, self._resolved.ignore
   local hits = {}             -- target -> number of modules it matches
   local qhit, example = {}, {}  -- target -> matched a Linear/Embedding; an example of another kind
@@ -224,7 +232,7 @@ function QM:on_initialize(state)
       end
     end
   end
-  if #selected == 0 then
+  if #selected == 0 and not self._resolved.kv_cache_scheme then
     self:error("no module left to quantize: every Linear/Embedding the targets match is ignored", "ignore")
   end
 
@@ -359,9 +367,21 @@ function QM:progress_units()
   return n
 end
 
+function QM:on_calibration_start(state)
+  if self._act == nil and state.data then
+    local n = acts.start(self, state)
+    if n == 0 then self._act = nil end
+  end
+end
+
 function QM:on_sequential_epoch_end(state, _, modules)
   local set = {}
   for _, m in ipairs(modules or {}) do set[m] = true end
+  if self._act then
+    -- calibrating: activation / KV scales now, weights at calibration_end
+    acts.epoch_end(self, state, set)
+    return
+  end
   local records = {}
   for _, s in ipairs(self._selected) do
     if set[s.module] then records[#records + 1] = s end
@@ -376,7 +396,17 @@ local function install_input_transform(m, ia)
   m.input_transform = function(x) return K.qdq_dynamic(x, ca) end
 end
 
-function QM:on_calibration_end()
+function QM:on_calibration_end(state)
+  if self._act then
+    local r = acts.finish(self, state)
+    self._act = nil
+    if not state.quiet and r.activations + r.kv > 0 then
+      local line = string.format("%s: calibrated %d static activation scales and %d KV-cache k/v scale pairs " ..
+        "(scales %.4g .. %.4g)", self.name, r.activations, r.kv, r.min_scale or 0, r.max_scale or 0)
+      if state.progress and state.progress.log then state.progress:log(line) else io.stderr:write(line, "\n") end
+    end
+    QM.quantize(self, state, self._selected)
+  end
   for _, s in ipairs(self._selected) do
     local ia = s.group.scheme.input_activations
     if ia and ia.dynamic == true then install_input_transform(s.module, ia) end
