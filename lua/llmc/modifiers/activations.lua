@@ -33,6 +33,7 @@ GPTQ's); from calibration_end on, module.input_transform / output_transform /
 kv_transform apply the calibrated static quantization in every forward pass.
 ]]
 local quant = require "llmc.quant"
+local module = require "llmc.module"
 
 local M = {}
 
@@ -125,10 +126,15 @@ function M.start(mod, state)
           if f == "input_activations" then
             mod._act_hooks[#mod._act_hooks + 1] = m:register_forward_pre_hook(function(_, x)
               if not state.hooks_disabled then rec.obs:observe(x) end
+              -- observed: the forward pass may release it eagerly again
+              -- (Module:forward marks hook arguments as kept)
+              module.escaped[x] = nil
             end)
           else
-            mod._act_hooks[#mod._act_hooks + 1] = m:register_forward_hook(function(_, _, y)
+            mod._act_hooks[#mod._act_hooks + 1] = m:register_forward_hook(function(_, x, y)
               if not state.hooks_disabled then rec.obs:observe(y) end
+              module.escaped[x] = nil
+              module.escaped[y] = nil
             end)
           end
         end
