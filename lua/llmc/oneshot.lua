@@ -15,8 +15,9 @@ Steps: parse the arguments (unknown keys are an error); build the recipe;
 check output_dir; load the model (a path) with `precision` as its dtype;
 preprocessing (tie_word_embeddings = false unties the embeddings; the
 QuantizationModifier unties them itself when lm_head is targeted);
-initialize every modifier; run the pipeline ("datafree" unless a modifier
-needs calibration data); finalize; save to output_dir; print a summary.
+initialize every modifier; run the pipeline (the default "independent":
+each modifier in recipe order with its own pipeline, "sequential" when it
+needs calibration data, else "datafree"; M.plan); finalize them all; save to output_dir; print a summary.
 Returns the model — quantized in memory (fake-quantized weights, dynamic
 activations quantized on the fly), so llmc.generate and
 llmc.eval.perplexity measure the compressed model — and the summary table.
@@ -48,6 +49,7 @@ local LC_ARGS = {
   output_dir = false, log_dir = false,
   -- llmc
   overwrite = false, max_shard_size = false, quiet = false, dtype = false,
+  activation_offload_folder = false,   -- sequential pipeline, with sequential_offload_device = "disk"
 }
 M.ARGUMENTS = LC_ARGS
 
@@ -133,19 +135,38 @@ local function build_data(a, model)
   }
 end
 
-local function choose_pipeline(a, modifiers)
-  local needs = false
-  for _, m in ipairs(modifiers) do if m.requires_calibration_data then needs = true end end
-  local p = a.pipeline
-  if p == "independent" or p == nil then p = needs and "sequential" or "datafree" end
-  if p == "datafree" then return require("llmc.pipelines.data_free") end
-  local names = {sequential = "llmc.pipelines.sequential", basic = "llmc.pipelines.basic"}
-  local modname = names[p]
+local PIPELINES = {datafree = "llmc.pipelines.data_free", sequential = "llmc.pipelines.sequential",
+                   basic = "llmc.pipelines.basic"}
+
+local function load_pipeline(p)
+  local modname = PIPELINES[p]
   if not modname then error("llmc.oneshot: unknown pipeline '" .. tostring(p) .. "' (independent, datafree, basic, sequential)", 0) end
   if not package.searchpath(modname, package.path) then
     error("llmc.oneshot: the '" .. p .. "' calibration pipeline is not part of this llmc build", 0)
   end
   return require(modname)
+end
+
+-- llm-compressor's inferred pipeline for a list of modifiers (algorithms.md §2.1)
+local function inferred(modifiers)
+  for _, m in ipairs(modifiers) do if m.requires_calibration_data then return "sequential" end end
+  return "datafree"
+end
+
+--- The calibration runs of a recipe: a list of {pipeline = name, modifiers = {...}}.
+--- "independent" (the default, algorithms.md §2.1): one run per modifier, in
+--- recipe order, each with only that modifier and its own inferred pipeline
+--- (sequential when it needs calibration data, else datafree), over the
+--- whole model; later modifiers calibrate the model the earlier ones
+--- transformed.  An explicit pipeline: one run with every modifier.
+function M.plan(pipeline, modifiers)
+  if pipeline == nil or pipeline == "independent" then
+    local runs = {}
+    for _, m in ipairs(modifiers) do runs[#runs + 1] = {pipeline = inferred({m}), modifiers = {m}} end
+    return runs
+  end
+  load_pipeline(pipeline)   -- unknown names fail before any work
+  return {{pipeline = pipeline, modifiers = modifiers}}
 end
 
 --- Summary of a run: per-module records -> totals and per-kind errors.
@@ -226,8 +247,9 @@ function M.oneshot(args)
   if needs then state.data = build_data(a, model) end
 
   for _, m in ipairs(modifiers) do m:initialize(state) end
-  local pipeline = choose_pipeline(a, modifiers)
-  pipeline.run(state, modifiers, state.data)
+  for _, run in ipairs(M.plan(a.pipeline, modifiers)) do
+    load_pipeline(run.pipeline).run(state, run.modifiers, state.data)
+  end
   for _, m in ipairs(modifiers) do m:finalize(state) end
 
   local kv = nil
