@@ -439,6 +439,27 @@ llmc_tensor *llmc_tensor_expand(llmc_tensor *t, int ndim, const int64_t *shape) 
 /* Strided copy with conversion.  The innermost dim is copied as a run; the
 ** outer index space is split among threads.  Broadcast sources (stride 0)
 ** are fine. */
+/* element gather / scatter with a byte stride; the switch lets the
+** compiler emit plain loads and stores for the usual element sizes */
+static void gather_elems(char *out, const char *in, size_t stride, size_t es, int64_t m) {
+  switch (es) {
+    case 1: for (int64_t i = 0; i < m; i++) out[i] = in[(size_t)i * stride]; break;
+    case 2: for (int64_t i = 0; i < m; i++) memcpy(out + 2 * i, in + (size_t)i * stride, 2); break;
+    case 4: for (int64_t i = 0; i < m; i++) memcpy(out + 4 * i, in + (size_t)i * stride, 4); break;
+    case 8: for (int64_t i = 0; i < m; i++) memcpy(out + 8 * i, in + (size_t)i * stride, 8); break;
+    default: for (int64_t i = 0; i < m; i++) memcpy(out + es * (size_t)i, in + (size_t)i * stride, es);
+  }
+}
+static void scatter_elems(char *out, const char *in, size_t stride, size_t es, int64_t m) {
+  switch (es) {
+    case 1: for (int64_t i = 0; i < m; i++) out[(size_t)i * stride] = in[i]; break;
+    case 2: for (int64_t i = 0; i < m; i++) memcpy(out + (size_t)i * stride, in + 2 * i, 2); break;
+    case 4: for (int64_t i = 0; i < m; i++) memcpy(out + (size_t)i * stride, in + 4 * i, 4); break;
+    case 8: for (int64_t i = 0; i < m; i++) memcpy(out + (size_t)i * stride, in + 8 * i, 8); break;
+    default: for (int64_t i = 0; i < m; i++) memcpy(out + (size_t)i * stride, in + es * (size_t)i, es);
+  }
+}
+
 int llmc_tensor_copy_(llmc_tensor *dst, const llmc_tensor *src) {
   if (llmc_tensor_is_cuda(dst) || llmc_tensor_is_cuda(src)) {
 #ifdef LLMC_HAVE_CUDA
@@ -480,9 +501,24 @@ int llmc_tensor_copy_(llmc_tensor *dst, const llmc_tensor *src) {
     if (ds_in == 1 && ss_in == 1) {
       llmc_convert(dbase + (size_t)doff * dis, dst->dtype, sbase + (size_t)soff * sis, s->dtype, (size_t)inner);
     } else {
-      for (int64_t i = 0; i < inner; i++)
-        llmc_convert(dbase + (size_t)(doff + i * ds_in) * dis, dst->dtype,
-                     sbase + (size_t)(soff + i * ss_in) * sis, s->dtype, 1);
+      /* strided innermost dim (a transpose): gather a chunk into a
+      ** contiguous buffer, convert it with one call, scatter it — a
+      ** conversion call per element costs ~100x more than the copy */
+      enum { CHUNK = 512 };
+      _Alignas(16) char sbuf[CHUNK * 8], dbuf[CHUNK * 8];
+      for (int64_t i0 = 0; i0 < inner; i0 += CHUNK) {
+        int64_t m = inner - i0 < CHUNK ? inner - i0 : CHUNK;
+        const char *sp = sbase + (size_t)(soff + i0 * ss_in) * sis;
+        if (ss_in == 1) memcpy(sbuf, sp, (size_t)m * sis);
+        else gather_elems(sbuf, sp, (size_t)(ss_in * (int64_t)sis), sis, m);
+        char *dp = dbase + (size_t)(doff + i0 * ds_in) * dis;
+        if (ds_in == 1) {
+          llmc_convert(dp, dst->dtype, sbuf, s->dtype, (size_t)m);
+        } else {
+          llmc_convert(dbuf, dst->dtype, sbuf, s->dtype, (size_t)m);
+          scatter_elems(dp, dbuf, (size_t)(ds_in * (int64_t)dis), dis, m);
+        }
+      }
     }
   }
   llmc_tensor_free(bs);
