@@ -35,6 +35,7 @@ local CASES = {
    {Q .. "weight", Q .. "weight_scale", Q .. "input_scale", "model.layers.0.self_attn.k_scale",
     "model.layers.0.self_attn.v_scale"}},
   {"w8a8_int8_gptq", {"--quick", "--no-compare"}, "int-quantized", {Q .. "weight", Q .. "weight_scale"}},
+  {"w4a16_awq", {"--quick", "--no-compare"}, "pack-quantized", {Q .. "weight_packed", Q .. "weight_scale"}},
 }
 
 local base = llmc.load(llmc.default_model())

@@ -193,6 +193,8 @@ local function common_ancestor(a, b)
   return last and prefix:sub(2, last - 1) or ""
 end
 
+SQ.common_ancestor = common_ancestor   -- shared with AWQModifier (parent resolution)
+
 --- compressed-tensors' match_modules_set: sets of modules matching every
 --- target, grouped by parent scope, in named_modules order.  Returns a
 --- list of sets; a set is a list (per target, in order) of module lists.
