@@ -78,6 +78,7 @@ static llmc_tensor *host_float(lua_State *L, int idx, const char *what) {
 
 /* h:add(x): x [B, T, C] (B sequences) or [T, C] (one sequence) */
 static int h_add(lua_State *L) {
+  lua_settop(L, 2);
   hess_box *b = check_hess(L, 1);
   llmc_tensor *x = host_float(L, 2, "Hessian:add: x");
   int64_t batch, tokens, c = x->shape[x->ndim - 1];
@@ -95,6 +96,13 @@ static int h_add(lua_State *L) {
   if (batch * tokens == 0) return 0;
   if (llmc_hessian_add_any(&b->h, llmc_tensor_data(x), x->dtype, batch, tokens) < 0)
     return llmc_lua_error(L, "Hessian:add");
+  /* drop the reference now: the hold box would keep the activation's
+  ** storage alive until the next garbage collection */
+  llmc_lua_hold_box *hb = lua_touserdata(L, 3);
+  if (hb && hb->t == x) {
+    llmc_tensor_free(hb->t);
+    hb->t = NULL;
+  }
   return 0;
 }
 

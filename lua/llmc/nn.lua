@@ -20,7 +20,8 @@ MLP, SparseMoeBlock, DecoderLayer, ModuleList, Model, CausalLM.  Forward contrac
   Attention:forward(h, ctx): `kv_observer(attn, k, v)` (when set) sees the key and
     value states the KV cache stores ([B, T, kv_heads, head_dim], keys after RoPE);
     `kv_transform(attn, k, v) -> k', v'` (when set) replaces them (a quantized KV cache).
-  MLP:forward(h), SparseMoeBlock:forward(h, ctx),
+  MLP:forward(h), SparseMoeBlock:forward(h, ctx) (adds its top-k choices per expert
+    into `block.routed_tokens` when that array is set: the calibration pipelines do),
   DecoderLayer:forward(h, ctx) -> new hidden states.
   ctx (from model:embed / model:context): positions, cos/sin (rotary tables), key_mask
     (padding), q_offset (tokens already in the KV cache), cache, router_logits (a table

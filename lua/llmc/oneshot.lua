@@ -24,7 +24,11 @@ llmc.eval.perplexity measure the compressed model — and the summary table.
 
 llmc's own keys beside llm-compressor's: overwrite (replace output_dir),
 max_shard_size, quiet (no progress bar / summary), dtype (alias of
-precision).
+precision), activation_offload_folder (where the sequential pipeline keeps
+calibration activations when sequential_offload_device = "disk", which
+llmc adds to LC's "cpu"; giving the folder alone implies "disk").  The
+summary also carries moe_routing (tokens routed per expert during
+calibration, per MoE block) when the model has experts.
 ]]
 local util = require "llmc.util"
 
@@ -207,6 +211,22 @@ function M.format_summary(s)
       L[#L + 1] = string.format("  %-16s %3d  %-22s %12.5f %12.5f", k, e.n, e.format, e.sum / e.n, e.max)
     end
   end
+  if s.moe_routing then
+    local names = {}
+    for name in pairs(s.moe_routing) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      local c = s.moe_routing[name]
+      local lo, hi, zero = math.huge, 0, 0
+      for _, v in ipairs(c) do
+        if v < lo then lo = v end
+        if v > hi then hi = v end
+        if v == 0 then zero = zero + 1 end
+      end
+      L[#L + 1] = string.format("  routed tokens per expert, %s: min %d, max %d, %d of %d experts with none",
+        name, lo, hi, zero, #c)
+    end
+  end
   if s.output_dir then L[#L + 1] = "  saved to " .. s.output_dir .. " (" .. table.concat(s.files or {}, ", ") .. ")" end
   return table.concat(L, "\n")
 end
@@ -270,6 +290,7 @@ function M.oneshot(args)
   local summary = M.summarize(state, t0)
   if saved then summary.output_dir, summary.files = saved.output_dir, saved.files end
   summary.records = state.quantized
+  summary.moe_routing = state.moe_routing
   model.quantization_summary = summary
   if not a.quiet then io.stdout:write(M.format_summary(summary), "\n") end
   return model, summary

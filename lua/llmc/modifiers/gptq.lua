@@ -187,7 +187,10 @@ function G:on_calibration_start(state)
       local s = by_name[n]
       self._hooks[#self._hooks + 1] = s.module:register_forward_pre_hook(function(_, x)
         -- the pipeline's propagation pass reruns solved layers: no Hessian then
-        if state.hooks_disabled then return end
+        if state.hooks_disabled then
+          module.escaped[x] = nil
+          return
+        end
         if n == S.leader then
           if not S.h then S.h = gptq.hessian(S.cols) end
           S.h:add(x)
@@ -236,6 +239,17 @@ function G:solve(state, records)
   for _, s in ipairs(records) do
     if not self._done[s.name] and s.group.scheme.weights then
       local S = s.hset
+      if (not S or not S.h or S.h:nsamples() == 0) and s.name:find("%.experts%.") then
+        -- an MoE expert no calibration token was routed to (only possible
+        -- with moe_calibrate_all_experts = false): llm-compressor leaves it
+        -- unsolved and writes no scales; llmc rounds it to nearest instead,
+        -- so the checkpoint stays complete, and says so
+        log(state, self, string.format("GPTQ %s: no calibration token was routed to this expert: " ..
+          "round-to-nearest instead (moe_calibrate_all_experts = true calibrates every expert)", s.name))
+        self.rtn_experts = (self.rtn_experts or 0) + 1
+        QM.quantize(self, state, {s})
+        goto continue
+      end
       if not S or not S.h or S.h:nsamples() == 0 then
         self:error(string.format("%s received no calibration input: it has no Hessian to solve with " ..
           "(is it used by the model's forward pass?)", s.name))
@@ -272,6 +286,7 @@ function G:solve(state, records)
         S.h:nsamples(), dt, r.rtn_fallback and " (Cholesky failed: RTN fallback)" or ""))
       if bar then bar:update(1, s.name) end
     end
+    ::continue::
   end
   -- free the Hessians whose modules are all solved
   for _, S in ipairs(self._sets) do

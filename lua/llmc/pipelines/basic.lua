@@ -1,5 +1,5 @@
 --[[
-llmc.pipelines.basic — llm-compressor's BasicPipeline (algorithms.md §2.2):
+llmc.pipelines.basic — llm-compressor's BasicPipeline (algorithms.md §2.3):
 calibration_start, every calibration batch through the whole (uncompressed)
 model with the modifiers' hooks, sequential_epoch_end over every module
 (GPTQ solves them all here, each from the uncompressed model's
@@ -7,6 +7,12 @@ activations), calibration_end.  Simple, but every Hessian is alive at once
 and no layer sees its predecessors' quantization error.
 
   require("llmc.pipelines.basic").run(state, modifiers, dataset)
+
+MoE: the tokens routed to each expert are counted over the calibration
+pass and reported per block before the modifiers solve (one line each,
+unless state.quiet), and stored in state.moe_routing, as the sequential
+pipeline does.  The basic pipeline keeps no activations between batches,
+so sequential_offload_device / activation_offload_folder do not apply.
 ]]
 local util = require "llmc.util"
 local seq = require "llmc.pipelines.sequential"
@@ -24,10 +30,19 @@ function M.run(state, modifiers, data)
   broadcast(state, modifiers, {type = "calibration_start"})
   local t0 = util.now()
   state.hooks_disabled = false
-  for _, b in ipairs(batches) do
-    local logits = model:forward(b, {moe_all_experts = seq.all_experts(state)})
-    logits:release()
+  local blocks = seq.moe_blocks(model)
+  seq.count_routing(blocks)
+  local ok, err = pcall(function()
+    for _, b in ipairs(batches) do
+      local logits = model:forward(b, {moe_all_experts = seq.all_experts(state)})
+      logits:release()
+    end
+  end)
+  if not ok then
+    seq.stop_routing(blocks)
+    error(err, 0)
   end
+  seq.report_routing(state, blocks)
   local all = {}
   for _, m in model:modules() do all[#all + 1] = m end
   broadcast(state, modifiers, {type = "sequential_epoch_end", modules = all})
