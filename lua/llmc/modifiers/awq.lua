@@ -65,6 +65,7 @@ local json = util.json
 local base = require "llmc.modifiers.base"
 local modifiers = require "llmc.modifiers"
 local quant = require "llmc.quant"
+local module = require "llmc.module"
 local QM = modifiers.get("QuantizationModifier")
 local SQ = modifiers.get("SmoothQuantModifier")
 
@@ -469,22 +470,31 @@ function AWQ:on_calibration_start(state)
       hooked[parent] = true
       self._cache[parent] = {}
       self._hooks[#self._hooks + 1] = parent:register_forward_pre_hook(function(_, x, ctx)
-        if state.hooks_disabled then return end
-        local list = self._cache[parent]
-        if not list then list = {}; self._cache[parent] = list end
-        -- copies: the pipeline (and other modifiers' hooks) may release these
-        list[#list + 1] = {x = x:clone(), ctx = copy_ctx(ctx, copies)}
+        -- Module:forward marks a hook's arguments as kept; the cache holds
+        -- its own copy, so hand x back to the forward pass's eager release
+        -- (else every replay of the grid search would pile up until the
+        -- garbage collector runs)
+        if not state.hooks_disabled then
+          local list = self._cache[parent]
+          if not list then list = {}; self._cache[parent] = list end
+          -- copies: the pipeline (and other modifiers' hooks) may release these
+          list[#list + 1] = {x = x:clone(), ctx = copy_ctx(ctx, copies)}
+        end
+        module.escaped[x] = nil
       end)
     end
     local name = m.smooth_name
-    self._hooks[#self._hooks + 1] = m.hook_target:register_forward_hook(function(_, x)
-      if state.hooks_disabled then return end
-      local obs = self._stats[name]
-      if not obs then
-        obs = O.new{reduce = "channel", cols = m.dim, update = "static_minmax", dtype = x:dtype()}
-        self._stats[name] = obs
+    self._hooks[#self._hooks + 1] = m.hook_target:register_forward_hook(function(_, x, y)
+      if not state.hooks_disabled then
+        local obs = self._stats[name]
+        if not obs then
+          obs = O.new{reduce = "channel", cols = m.dim, update = "static_minmax", dtype = x:dtype()}
+          self._stats[name] = obs
+        end
+        obs:observe(x)
       end
-      obs:observe(x)
+      module.escaped[x] = nil
+      module.escaped[y] = nil
     end)
   end
 end
