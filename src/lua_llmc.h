@@ -23,6 +23,7 @@ int luaopen_llmc_nn(lua_State *L);            /* lua_nn.c:          "llmc._nn" *
 int luaopen_llmc_regex(lua_State *L);         /* lua_regex.c:       "llmc._regex" */
 int luaopen_llmc_gptq(lua_State *L);          /* lua_gptq.c:        "llmc._gptq" */
 int luaopen_llmc_observer(lua_State *L);      /* lua_observer.c:    "llmc._observer" */
+int luaopen_llmc_sparsegpt(lua_State *L);     /* lua_sparsegpt.c:   "llmc._sparsegpt" */
 
 /* Open the standard libraries and preload the modules above.
 ** Returns 0, or -1 with a message on the Lua stack. */

@@ -27,6 +27,7 @@ static const luaL_Reg c_modules[] = {
   {"llmc._safetensors", luaopen_llmc_safetensors},
   {"llmc._tokenizer", luaopen_llmc_tokenizer},
   {"llmc._observer", luaopen_llmc_observer},
+  {"llmc._sparsegpt", luaopen_llmc_sparsegpt},
   {NULL, NULL}};
 
 static int has_init(const char *dir) {

@@ -568,6 +568,18 @@ local function resolves_to_non_str(s)
   -- PyYAML also resolves "=", "<<" and timestamps implicitly
   if s == "=" or s == "<<" then return true end
   if s:match("^%d%d%d%d%-%d%d?%-%d%d?") then return true end
+  -- YAML 1.1 sexagesimal numbers ("2:4" is the int 124 to PyYAML, "1:30.5"
+  -- a float): a mask_structure like "2:4" must be quoted
+  if s:find(":", 1, true) then
+    local parts = {}
+    for p in (s .. ":"):gmatch("([^:]*):") do parts[#parts + 1] = p end
+    local ok = #parts >= 2 and parts[1]:match("^[-+]?[0-9][0-9_]*$") ~= nil
+    for i = 2, #parts do
+      local last = i == #parts
+      if not (parts[i]:match("^[0-5]?[0-9]$") or (last and parts[i]:match("^[0-5]?[0-9]%.[0-9_]*$"))) then ok = false end
+    end
+    if ok then return true end
+  end
   return false
 end
 

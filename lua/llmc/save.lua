@@ -244,7 +244,16 @@ function save.save(model, output_dir, opts)
     patch.tie_word_embeddings = false
   end
 
-  local qc = save.quantization_config(quantized, {model = model, kv_cache_scheme = opts.kv_cache_scheme})
+  -- the dtype the weights were held in (a float32 run of a bf16 checkpoint
+  -- writes float32 tensors, and transformers records that, as in LC's output)
+  local src_dtype = config.torch_dtype or config.dtype
+  if type(model.dtype) == "string" and type(src_dtype) == "string" and src_dtype ~= model.dtype then
+    if config.torch_dtype ~= nil then patch.torch_dtype = model.dtype end
+    if config.dtype ~= nil then patch.dtype = model.dtype end
+  end
+  -- nothing quantized (pruning alone): llm-compressor writes no quantization_config
+  local qc = (#quantized > 0 or opts.kv_cache_scheme)
+    and save.quantization_config(quantized, {model = model, kv_cache_scheme = opts.kv_cache_scheme}) or nil
   local cfg_text = save.config_json(config, qc, patch)
   local recipe_text
   if opts.recipe then

@@ -36,6 +36,7 @@ local CASES = {
     "model.layers.0.self_attn.v_scale"}},
   {"w8a8_int8_gptq", {"--quick", "--no-compare"}, "int-quantized", {Q .. "weight", Q .. "weight_scale"}},
   {"w4a16_awq", {"--quick", "--no-compare"}, "pack-quantized", {Q .. "weight_packed", Q .. "weight_scale"}},
+  {"sparse_2of4_fp8", {"--quick", "--no-compare"}, "float-quantized", {Q .. "weight", Q .. "weight_scale"}},
 }
 
 local base = llmc.load(llmc.default_model())
