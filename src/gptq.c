@@ -80,6 +80,41 @@ static int cmp_desc(const void *a, const void *b) {
   return (x->idx > y->idx) - (x->idx < y->idx);   /* stable on ties */
 }
 
+int llmc_gptq_inverse_factor(float *H, int64_t cols, float *W, int64_t rows, double dampening_frac,
+                             int64_t *dead_columns) {
+  /* dead columns, then dampening with the mean of the fixed-up diagonal */
+  for (int64_t i = 0; i < cols; i++) {
+    if (H[i * cols + i] == 0.0f) {
+      H[i * cols + i] = 1.0f;
+      for (int64_t r = 0; r < rows; r++) W[r * cols + i] = 0.0f;
+      if (dead_columns) (*dead_columns)++;
+    }
+  }
+  /* torch.mean over fp32 accumulates in fp32 pairwise; we use a double sum
+  ** rounded once — the dampening value may differ in the last bit */
+  double diag_sum = 0;
+  for (int64_t i = 0; i < cols; i++) diag_sum += H[i * cols + i];
+  float damp = (float)(dampening_frac * (diag_sum / (double)cols));
+  for (int64_t i = 0; i < cols; i++) H[i * cols + i] += damp;
+  /* U = cholesky(cholesky_inverse(cholesky(H)), upper): H^-1 = U^T U */
+  int info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)cols, H, (lapack_int)cols);
+  if (info == 0) info = LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', (lapack_int)cols, H, (lapack_int)cols);
+  if (info == 0) {
+    /* spotri fills the lower triangle of H^-1; mirror, then factor upper */
+    for (int64_t i = 0; i < cols; i++)
+      for (int64_t j = i + 1; j < cols; j++) H[i * cols + j] = H[j * cols + i];
+    info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)cols, H, (lapack_int)cols);
+  }
+  if (info != 0) {
+    memset(H, 0, sizeof(float) * (size_t)(cols * cols));
+    for (int64_t i = 0; i < cols; i++) H[i * cols + i] = 1.0f;
+    return 1;
+  }
+  for (int64_t i = 0; i < cols; i++)
+    for (int64_t j = 0; j < i; j++) H[i * cols + j] = 0.0f;   /* keep only U */
+  return 0;
+}
+
 int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h, const llmc_qparams *qp,
                     const llmc_gptq_opts *opts, llmc_gptq_result *res) {
   struct timespec t0, t1;
@@ -143,37 +178,7 @@ int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h,
     free(H);
     H = Hp;
   }
-  /* dead columns, then dampening with the mean of the fixed-up diagonal */
-  double diag_sum = 0;
-  for (int64_t i = 0; i < cols; i++) {
-    if (H[i * cols + i] == 0.0f) {
-      H[i * cols + i] = 1.0f;
-      for (int64_t r = 0; r < rows; r++) Wp[r * cols + i] = 0.0f;
-      res->dead_columns++;
-    }
-  }
-  /* torch.mean over fp32 accumulates in fp32 pairwise; we use a double sum
-  ** rounded once — the dampening value may differ in the last bit */
-  for (int64_t i = 0; i < cols; i++) diag_sum += H[i * cols + i];
-  float damp = (float)(opts->dampening_frac * (diag_sum / (double)cols));
-  for (int64_t i = 0; i < cols; i++) H[i * cols + i] += damp;
-  /* U = cholesky(cholesky_inverse(cholesky(H)), upper): H^-1 = U^T U */
-  int info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)cols, H, (lapack_int)cols);
-  if (info == 0) info = LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', (lapack_int)cols, H, (lapack_int)cols);
-  if (info == 0) {
-    /* spotri fills the lower triangle of H^-1; mirror, then factor upper */
-    for (int64_t i = 0; i < cols; i++)
-      for (int64_t j = i + 1; j < cols; j++) H[i * cols + j] = H[j * cols + i];
-    info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)cols, H, (lapack_int)cols);
-  }
-  if (info != 0) {
-    res->rtn_fallback = 1;
-    memset(H, 0, sizeof(float) * cc);
-    for (int64_t i = 0; i < cols; i++) H[i * cols + i] = 1.0f;
-  } else {
-    for (int64_t i = 0; i < cols; i++)
-      for (int64_t j = 0; j < i; j++) H[i * cols + j] = 0.0f;   /* keep only U */
-  }
+  if (llmc_gptq_inverse_factor(H, cols, Wp, rows, opts->dampening_frac, &res->dead_columns)) res->rtn_fallback = 1;
   const float *U = H;
 
   for (int64_t i1 = 0; i1 < cols; i1 += B) {

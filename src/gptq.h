@@ -72,4 +72,14 @@ typedef struct llmc_gptq_result {
 int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h, const llmc_qparams *qp,
                     const llmc_gptq_opts *opts, llmc_gptq_result *res);
 
+/* The preconditioning GPTQ and SparseGPT share (algorithms.md §5.4, §6.1),
+** in place on H = the normalised Hessian (cols x cols, full, row-major):
+** dead columns (H_ii == 0 -> H_ii = 1, column i of W [rows, cols] zeroed,
+** *dead_columns incremented), relative dampening (dampening_frac x the mean
+** diagonal), then H := U, the upper Cholesky factor of H^-1 (H^-1 = U^T U;
+** the lower part zeroed).  Returns 1 when a factorisation failed and U was
+** set to the identity (the caller's fallback), else 0. */
+int llmc_gptq_inverse_factor(float *H, int64_t cols, float *W, int64_t rows, double dampening_frac,
+                             int64_t *dead_columns);
+
 #endif

@@ -136,33 +136,8 @@ int llmc_sparsegpt_solve(float *W, int64_t rows, int64_t cols, const llmc_hessia
       H[i * cols + j] = v;
       H[j * cols + i] = v;
     }
-  /* dead columns, then dampening with the mean of the fixed-up diagonal */
-  for (int64_t i = 0; i < cols; i++)
-    if (H[i * cols + i] == 0.0f) {
-      H[i * cols + i] = 1.0f;
-      for (int64_t r = 0; r < rows; r++) W[r * cols + i] = 0.0f;
-      res->dead_columns++;
-    }
-  double dsum = 0;
-  for (int64_t i = 0; i < cols; i++) dsum += H[i * cols + i];
-  float damp = (float)(o->dampening_frac * (dsum / (double)cols));
-  for (int64_t i = 0; i < cols; i++) H[i * cols + i] += damp;
-  /* U = cholesky(cholesky_inverse(cholesky(H)), upper): H^-1 = U^T U */
-  int info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)cols, H, (lapack_int)cols);
-  if (info == 0) info = LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', (lapack_int)cols, H, (lapack_int)cols);
-  if (info == 0) {
-    for (int64_t i = 0; i < cols; i++)
-      for (int64_t j = i + 1; j < cols; j++) H[i * cols + j] = H[j * cols + i];
-    info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)cols, H, (lapack_int)cols);
-  }
-  if (info != 0) {
-    res->inverse_fallback = 1;
-    memset(H, 0, sizeof(float) * cc);
-    for (int64_t i = 0; i < cols; i++) H[i * cols + i] = 1.0f;
-  } else {
-    for (int64_t i = 0; i < cols; i++)
-      for (int64_t j = 0; j < i; j++) H[i * cols + j] = 0.0f;
-  }
+  /* dead columns, dampening and the Cholesky factor of H^-1, exactly as GPTQ */
+  if (llmc_gptq_inverse_factor(H, cols, W, rows, o->dampening_frac, &res->dead_columns)) res->inverse_fallback = 1;
   const float *U = H;
 
   if (pmask) {
