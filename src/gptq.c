@@ -50,6 +50,17 @@ int llmc_hessian_add(llmc_hessian *h, const float *x, int64_t batch, int64_t tok
   return 0;
 }
 
+void llmc_hessian_normalized(const llmc_hessian *h, float *dst) {
+  const int64_t C = h->cols;
+  const float n = (float)h->nsamples;
+  for (int64_t i = 0; i < C; i++)
+    for (int64_t j = i; j < C; j++) {
+      float v = h->H[i * C + j] / n;
+      dst[i * C + j] = v;
+      dst[j * C + i] = v;
+    }
+}
+
 int llmc_hessian_add_any(llmc_hessian *h, const void *x, llmc_dtype dt, int64_t batch, int64_t tokens) {
   if (dt == LLMC_F32) return llmc_hessian_add(h, x, batch, tokens);
   size_t n = (size_t)(batch * tokens * h->cols);
@@ -86,7 +97,8 @@ int llmc_gptq_inverse_factor(float *H, int64_t cols, float *W, int64_t rows, dou
   for (int64_t i = 0; i < cols; i++) {
     if (H[i * cols + i] == 0.0f) {
       H[i * cols + i] = 1.0f;
-      for (int64_t r = 0; r < rows; r++) W[r * cols + i] = 0.0f;
+      if (W)
+        for (int64_t r = 0; r < rows; r++) W[r * cols + i] = 0.0f;
       if (dead_columns) (*dead_columns)++;
     }
   }
@@ -115,8 +127,76 @@ int llmc_gptq_inverse_factor(float *H, int64_t cols, float *W, int64_t rows, dou
   return 0;
 }
 
+void llmc_gptq_factor_free(llmc_gptq_factor *f) {
+  free(f->perm);
+  free(f->dead);
+  free(f->U);
+  memset(f, 0, sizeof *f);
+}
+
+static int factor_matches(const llmc_gptq_factor *f, const llmc_hessian *h, const llmc_gptq_opts *o) {
+  return f->U && f->cols == h->cols && f->nsamples == h->nsamples && f->ntokens == h->ntokens &&
+         f->actorder == (o->actorder != 0) && f->dampening_frac == o->dampening_frac;
+}
+
+/* H / n, the column order, the dead columns and U (§5.4) into f */
+static int factor_make(llmc_gptq_factor *f, const llmc_hessian *h, const llmc_gptq_opts *opts) {
+  int64_t cols = h->cols;
+  size_t cc = (size_t)cols * (size_t)cols;
+  llmc_gptq_factor_free(f);
+  float *H = malloc(sizeof(float) * cc);
+  f->perm = malloc(sizeof(int64_t) * (size_t)cols);
+  f->dead = calloc((size_t)cols, 1);
+  diag_entry *de = malloc(sizeof(diag_entry) * (size_t)cols);
+  if (!H || !f->perm || !f->dead || !de) {
+    free(H); free(de);
+    llmc_gptq_factor_free(f);
+    return llmc_err("gptq: out of memory for a %lldx%lld Hessian", (long long)cols, (long long)cols);
+  }
+  llmc_hessian_normalized(h, H);
+  /* activation order: argsort(diag(H), descending) */
+  int64_t *perm = f->perm;
+  for (int64_t i = 0; i < cols; i++) { de[i].key = H[i * cols + i]; de[i].idx = i; perm[i] = i; }
+  if (opts->actorder) {
+    qsort(de, (size_t)cols, sizeof *de, cmp_desc);
+    for (int64_t i = 0; i < cols; i++) perm[i] = de[i].idx;
+  }
+  free(de);
+  if (opts->actorder) {
+    float *Hp = malloc(sizeof(float) * cc);
+    if (!Hp) {
+      free(H);
+      llmc_gptq_factor_free(f);
+      return llmc_err("gptq: out of memory for a %lldx%lld Hessian", (long long)cols, (long long)cols);
+    }
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < cols; i++)
+      for (int64_t j = 0; j < cols; j++) Hp[i * cols + j] = H[perm[i] * cols + perm[j]];
+    free(H);
+    H = Hp;
+  }
+  /* dead columns in the permuted order; the solve zeroes them in W */
+  for (int64_t i = 0; i < cols; i++) f->dead[i] = H[i * cols + i] == 0.0f;
+  f->rtn_fallback = llmc_gptq_inverse_factor(H, cols, NULL, 0, opts->dampening_frac, &f->dead_columns);
+  f->U = H;
+  f->cols = cols;
+  f->nsamples = h->nsamples;
+  f->ntokens = h->ntokens;
+  f->actorder = opts->actorder != 0;
+  f->dampening_frac = opts->dampening_frac;
+  return 0;
+}
+
 int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h, const llmc_qparams *qp,
                     const llmc_gptq_opts *opts, llmc_gptq_result *res) {
+  llmc_gptq_factor f = {0};
+  int rc = llmc_gptq_solve_shared(W, rows, cols, h, qp, opts, &f, res);
+  llmc_gptq_factor_free(&f);
+  return rc;
+}
+
+int llmc_gptq_solve_shared(float *W, int64_t rows, int64_t cols, const llmc_hessian *h, const llmc_qparams *qp,
+                           const llmc_gptq_opts *opts, llmc_gptq_factor *f, llmc_gptq_result *res) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   memset(res, 0, sizeof *res);
@@ -139,47 +219,22 @@ int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h,
   int has_zp = qp->zero_point != NULL && !a->symmetric;
   int64_t B = opts->block_size > 0 ? opts->block_size : 128;
 
-  size_t cc = (size_t)cols * (size_t)cols;
-  float *H = malloc(sizeof(float) * cc);
-  int64_t *perm = malloc(sizeof(int64_t) * (size_t)cols);
+  if (!factor_matches(f, h, opts) && factor_make(f, h, opts) < 0) return -1;
+  const int64_t *perm = f->perm;
+  const float *U = f->U;
+  res->dead_columns = f->dead_columns;
+  res->rtn_fallback = f->rtn_fallback;
   float *Wp = malloc(sizeof(float) * (size_t)rows * (size_t)cols);
   float *Err = malloc(sizeof(float) * (size_t)rows * (size_t)B);
   double *losses = calloc((size_t)rows, sizeof(double));
-  diag_entry *de = malloc(sizeof(diag_entry) * (size_t)cols);
-  if (!H || !perm || !Wp || !Err || !losses || !de) {
-    free(H); free(perm); free(Wp); free(Err); free(losses); free(de);
+  if (!Wp || !Err || !losses) {
+    free(Wp); free(Err); free(losses);
     return llmc_err("gptq: out of memory for a %lldx%lld solve", (long long)rows, (long long)cols);
   }
-  /* H / n, mirrored from the upper triangle */
-  const float inv_n = (float)h->nsamples;
-  for (int64_t i = 0; i < cols; i++)
-    for (int64_t j = i; j < cols; j++) {
-      float v = h->H[i * cols + j] / inv_n;
-      H[i * cols + j] = v;
-      H[j * cols + i] = v;
-    }
-  /* activation order: argsort(diag(H), descending) */
-  for (int64_t i = 0; i < cols; i++) { de[i].key = H[i * cols + i]; de[i].idx = i; perm[i] = i; }
-  if (opts->actorder) {
-    qsort(de, (size_t)cols, sizeof *de, cmp_desc);
-    for (int64_t i = 0; i < cols; i++) perm[i] = de[i].idx;
-  }
-  free(de);
-  /* permute W columns and H rows/cols */
+  /* permute W columns; dead columns are zero */
   #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) Wp[r * cols + c] = W[r * cols + perm[c]];
-  if (opts->actorder) {
-    float *Hp = malloc(sizeof(float) * cc);
-    if (!Hp) { free(H); free(perm); free(Wp); free(Err); free(losses); return llmc_err("gptq: out of memory"); }
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < cols; i++)
-      for (int64_t j = 0; j < cols; j++) Hp[i * cols + j] = H[perm[i] * cols + perm[j]];
-    free(H);
-    H = Hp;
-  }
-  if (llmc_gptq_inverse_factor(H, cols, Wp, rows, opts->dampening_frac, &res->dead_columns)) res->rtn_fallback = 1;
-  const float *U = H;
+    for (int64_t c = 0; c < cols; c++) Wp[r * cols + c] = f->dead[c] ? 0.0f : W[r * cols + perm[c]];
 
   for (int64_t i1 = 0; i1 < cols; i1 += B) {
     int64_t i2 = i1 + B < cols ? i1 + B : cols, n = i2 - i1;
@@ -228,7 +283,7 @@ int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h,
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(cols - i2), (int)n, -1.0f, Err, (int)B,
                   U + i1 * cols + i2, (int)cols, 1.0f, Wp + i2, (int)cols);
     if (llmc_interrupted()) {
-      free(H); free(perm); free(Wp); free(Err); free(losses);
+      free(Wp); free(Err); free(losses);
       return -1;
     }
   }
@@ -239,7 +294,7 @@ int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h,
   double loss = 0;
   for (int64_t r = 0; r < rows; r++) loss += losses[r];
   res->loss = loss;
-  free(H); free(perm); free(Wp); free(Err); free(losses);
+  free(Wp); free(Err); free(losses);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   res->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
   return 0;

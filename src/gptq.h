@@ -49,6 +49,9 @@ int llmc_hessian_add(llmc_hessian *h, const float *x, int64_t batch, int64_t tok
 /* Same from bf16 / f16 / f32 data (converted to fp32 exactly, in chunks). */
 int llmc_hessian_add_any(llmc_hessian *h, const void *x, llmc_dtype dt, int64_t batch, int64_t tokens);
 void llmc_hessian_free(llmc_hessian *h);
+/* dst [cols, cols] (caller's) := H / n, both triangles: what the solvers
+** factor (n = sequences seen, nsamples > 0) */
+void llmc_hessian_normalized(const llmc_hessian *h, float *dst);
 
 typedef struct llmc_gptq_opts {
   int64_t block_size;      /* 128 */
@@ -72,13 +75,40 @@ typedef struct llmc_gptq_result {
 int llmc_gptq_solve(float *W, int64_t rows, int64_t cols, const llmc_hessian *h, const llmc_qparams *qp,
                     const llmc_gptq_opts *opts, llmc_gptq_result *res);
 
+/* The part of a solve that depends only on the Hessian and the options: the
+** column order, the dead columns and U (the upper Cholesky factor of the
+** damped H^-1).  Modules that share an input (q/k/v, gate/up) share it: the
+** first llmc_gptq_solve_shared fills it, the next ones with the same Hessian
+** (same sample and token counts) and options reuse it, so a layer factors
+** one matrix per distinct input instead of one per module.  Reuse gives the
+** same bytes as factoring again.  Owns perm, dead and U (cols x cols fp32:
+** the caller decides how long to keep that); zero-initialise it, release it
+** with llmc_gptq_factor_free. */
+typedef struct llmc_gptq_factor {
+  int64_t cols, nsamples, ntokens;   /* of the Hessian it was made from */
+  int actorder;
+  double dampening_frac;
+  int64_t *perm;                     /* [cols] solve order -> original column */
+  unsigned char *dead;               /* [cols] in solve order: diag(H) was 0 */
+  float *U;                          /* [cols, cols] upper, in solve order */
+  int64_t dead_columns;
+  int rtn_fallback;                  /* the factorisation failed: U = I */
+} llmc_gptq_factor;
+
+/* llmc_gptq_solve with a factor that is reused when it matches (h, opts)
+** and (re)made into *f otherwise. */
+int llmc_gptq_solve_shared(float *W, int64_t rows, int64_t cols, const llmc_hessian *h, const llmc_qparams *qp,
+                           const llmc_gptq_opts *opts, llmc_gptq_factor *f, llmc_gptq_result *res);
+void llmc_gptq_factor_free(llmc_gptq_factor *f);
+
 /* The preconditioning GPTQ and SparseGPT share (algorithms.md §5.4, §6.1),
 ** in place on H = the normalised Hessian (cols x cols, full, row-major):
-** dead columns (H_ii == 0 -> H_ii = 1, column i of W [rows, cols] zeroed,
-** *dead_columns incremented), relative dampening (dampening_frac x the mean
-** diagonal), then H := U, the upper Cholesky factor of H^-1 (H^-1 = U^T U;
-** the lower part zeroed).  Returns 1 when a factorisation failed and U was
-** set to the identity (the caller's fallback), else 0. */
+** dead columns (H_ii == 0 -> H_ii = 1, column i of W [rows, cols] zeroed
+** unless W is NULL, *dead_columns incremented), relative dampening
+** (dampening_frac x the mean diagonal), then H := U, the upper Cholesky
+** factor of H^-1 (H^-1 = U^T U; the lower part zeroed).  Returns 1 when a
+** factorisation failed and U was set to the identity (the caller's
+** fallback), else 0. */
 int llmc_gptq_inverse_factor(float *H, int64_t cols, float *W, int64_t rows, double dampening_frac,
                              int64_t *dead_columns);
 

@@ -7,7 +7,11 @@
 **   h:add(x)                                -- x: Tensor [B, T, C] or [T, C], bf16/f16/f32 (n += B, or 1)
 **   h:nsamples(), h:ntokens(), h:cols()
 **   local r = G.solve(weight, h, wargs, {block_size = 128, dampening_frac = 0.01, actorder = true,
-**                                         format = "pack-quantized", global_scale = g, input_args = ia})
+**                                         format = "pack-quantized", global_scale = g, input_args = ia,
+**                                         share_factor = true})
+**   -- share_factor: keep the Hessian's factorisation (column order, U) in h
+**   --   for the next module with the same input (q/k/v, gate/up): same bytes,
+**   --   one factorisation instead of one per module; h:add and h:free drop it
 **   -- r.fake: Tensor (weight's dtype, the quantize-dequantized solved weight)
 **   -- r.format, r.tensors = {{name =, tensor =}, ...} (the compressed tensors, made from
 **   --   the solved fp32 weight with the very scales the solve used, so saving is exact)
@@ -37,6 +41,7 @@
 
 typedef struct {
   llmc_hessian h;
+  llmc_gptq_factor f;   /* kept between solves with share_factor */
   int live;
 } hess_box;
 
@@ -48,7 +53,10 @@ static hess_box *check_hess(lua_State *L, int i) {
 
 static int h_gc(lua_State *L) {
   hess_box *b = luaL_checkudata(L, 1, HESS_MT);
-  if (b->live) llmc_hessian_free(&b->h);
+  if (b->live) {
+    llmc_hessian_free(&b->h);
+    llmc_gptq_factor_free(&b->f);
+  }
   b->live = 0;
   return 0;
 }
@@ -94,6 +102,7 @@ static int h_add(lua_State *L) {
   if (c != b->h.cols)
     return luaL_error(L, "Hessian:add: x has %d features, the Hessian %d", (int)c, (int)b->h.cols);
   if (batch * tokens == 0) return 0;
+  llmc_gptq_factor_free(&b->f);   /* made from the old sums */
   if (llmc_hessian_add_any(&b->h, llmc_tensor_data(x), x->dtype, batch, tokens) < 0)
     return llmc_lua_error(L, "Hessian:add");
   /* drop the reference now: the hold box would keep the activation's
@@ -160,9 +169,11 @@ static int g_solve(lua_State *L) {
   llmc_gptq_opts opts;
   llmc_gptq_opts_init(&opts);
   const llmc_qargs *in = NULL;
-  int fmt = -1, has_gs = 0;
+  int fmt = -1, has_gs = 0, share = 0;
   float gs = 0;
   if (lua_istable(L, 4)) {
+    share = lua_getfield(L, 4, "share_factor") != LUA_TNIL && lua_toboolean(L, -1);
+    lua_pop(L, 1);
     opts.block_size = opt_int(L, 4, "block_size", opts.block_size);
     if (opts.block_size <= 0) return luaL_error(L, "solve: opts.block_size must be positive");
     if (lua_getfield(L, 4, "dampening_frac") == LUA_TNUMBER) opts.dampening_frac = lua_tonumber(L, -1);
@@ -211,7 +222,9 @@ static int g_solve(lua_State *L) {
   llmc_convert(W, LLMC_F32, llmc_tensor_data(w), w->dtype, (size_t)(rows * cols));
 
   llmc_gptq_result gr;
-  if (llmc_gptq_solve(W, rows, cols, &hb->h, &qb->qp, &opts, &gr) < 0) return llmc_lua_error(L, "solve");
+  int rc = share ? llmc_gptq_solve_shared(W, rows, cols, &hb->h, &qb->qp, &opts, &hb->f, &gr)
+                 : llmc_gptq_solve(W, rows, cols, &hb->h, &qb->qp, &opts, &gr);
+  if (rc < 0) return llmc_lua_error(L, "solve");
 
   lua_createtable(L, 0, 12);
   int res = lua_gettop(L);

@@ -128,14 +128,7 @@ int llmc_sparsegpt_solve(float *W, int64_t rows, int64_t cols, const llmc_hessia
     rc_ret = llmc_err("sparsegpt: out of memory for a %lldx%lld solve", (long long)rows, (long long)cols);
     goto done;
   }
-  /* H / n, mirrored from the upper triangle */
-  const float fn = (float)h->nsamples;
-  for (int64_t i = 0; i < cols; i++)
-    for (int64_t j = i; j < cols; j++) {
-      float v = h->H[i * cols + j] / fn;
-      H[i * cols + j] = v;
-      H[j * cols + i] = v;
-    }
+  llmc_hessian_normalized(h, H);
   /* dead columns, dampening and the Cholesky factor of H^-1, exactly as GPTQ */
   if (llmc_gptq_inverse_factor(H, cols, W, rows, o->dampening_frac, &res->dead_columns)) res->inverse_fallback = 1;
   const float *U = H;

@@ -271,6 +271,10 @@ function M.oneshot(args)
     load_pipeline(run.pipeline).run(state, run.modifiers, state.data)
   end
   for _, m in ipairs(modifiers) do m:finalize(state) end
+  -- every quantized module keeps its compressed tensors only, whichever
+  -- pipeline ran (llm-compressor's model is compressed in place at save)
+  local quant = require "llmc.quant"
+  for _, m in state.model:modules() do quant.compact(m) end
 
   local kv = nil
   for _, m in ipairs(modifiers) do

@@ -323,6 +323,43 @@ function quant.load(path, opts)
   return model
 end
 
+--- Drop the full-size quantize-dequantized weight of a module that holds its
+--- compressed form (m.compressed = {format, tensors, scheme}); the weight
+--- becomes a lazy parameter decompressed from those tensors the first time
+--- something reads it (then kept).  This is what keeps oneshot's memory at
+--- the compressed model plus the layer at work instead of a full-precision
+--- copy of every quantized weight; llm-compressor's model is in the same
+--- state after saving (compress_model replaces the weights by their codes).
+--- The values are the checkpoint's: for RTN the fake weight's (only the sign
+--- of a zero may differ, docs/quantization.md); for GPTQ int8 on bf16
+--- weights a few elements one bf16 ulp away from the solver's fake weight,
+--- because compressed-tensors re-derives the codes from the rounded weight.
+--- The dropped tensor is released at once (its bytes are not left for the
+--- collector): nothing may keep using a fake weight read before the call.
+--- Returns the bytes dropped (0 when there is nothing to drop).
+---   quant.compact(model:get("model.layers.0.mlp.down_proj"))
+---   for _, m in model:modules() do quant.compact(m) end
+function quant.compact(m)
+  local c = rawget(m, "compressed")
+  local w = rawget(m, "weight")
+  if not (c and c.scheme and c.scheme.weights and w) or c.format == "dense" then return 0 end
+  local shape, dtype = w:shape(), w:dtype()
+  if #shape ~= 2 then return 0 end
+  local nbytes = w:nbytes()
+  local meta = rawget(m, "_pmeta") or {}
+  rawset(m, "_pmeta", meta)
+  meta.weight = {shape = shape, dtype = dtype, device = m.device or "cpu"}
+  m:param("weight", function(self, k)
+    local byname = {}
+    for _, e in ipairs(c.tensors) do byname[e.name] = e.tensor end
+    local t = kernels().decompress(c.format, quant.c_args(c.scheme.weights), shape[1], shape[2], byname, dtype)
+    rawset(self, k, t)
+    return t
+  end)
+  w:release()
+  return nbytes
+end
+
 --- Tensor names that belong to a quantized module (suffixes of §4.3).
 function quant.is_qparam_suffix(s)
   for _, x in ipairs(SUFFIXES) do if x == s and x ~= "weight" then return true end end

@@ -485,14 +485,19 @@ end
 local Progress = {}
 Progress.__index = Progress
 
---- A one-line progress bar on stderr.  LLMC_PROGRESS=0 silences it.
+--- A one-line progress bar on stderr.  LLMC_PROGRESS=0 silences it;
+--- opts.tty_only draws it only when stderr is a terminal (per-sample bars,
+--- which would fill a log file with redraws).
 ---   local bar = util.progress(n, "quantizing")
 ---   bar:update(1, "model.layers.0.q_proj")   -- advance by 1
----   bar:close()
+---   bar:log("a line printed above the bar")
+---   bar:clear()                              -- erase it (no final line)
+---   bar:close()                              -- or leave its final state
 function util.progress(total, label, opts)
   opts = opts or {}
   local quiet = opts.quiet
   if quiet == nil then quiet = os.getenv("LLMC_PROGRESS") == "0" end
+  if not quiet and opts.tty_only and not (util.fs and util.fs.isatty(2)) then quiet = true end
   return setmetatable({total = math.max(total or 0, 0), n = 0, label = label or "",
                        t0 = util.now(), last = -1, quiet = quiet,
                        out = opts.out or io.stderr, width = opts.width or 30}, Progress)
@@ -522,6 +527,24 @@ function Progress:update(k, note)
     self.out:write(self:render(note))
     self.out:flush()
   end
+end
+
+--- Print a line above the bar (the bar is redrawn below it).
+function Progress:log(line)
+  if self.quiet or self.closed then
+    io.stderr:write(line, "\n")
+    return
+  end
+  self.out:write("\r\27[K", line, "\n", self:render(nil))
+  self.out:flush()
+end
+
+--- Erase the bar's line; a later update draws it again.
+function Progress:clear()
+  if self.quiet or self.closed then return end
+  self.out:write("\r\27[K")
+  self.out:flush()
+  self.last = -1
 end
 
 function Progress:close()

@@ -159,6 +159,28 @@ static void run_case(const char *scheme, int rows, int cols, int tokens, int dea
   CHECK(llmc_gptq_solve(W, rows, cols, &h, &qp, &o, &res) == 0, "solve: %s", llmc_errmsg());
   CHECK(!res.rtn_fallback, "%s: Cholesky succeeded", scheme);
   CHECK_EQ_INT(res.dead_columns, dead);
+  /* a shared factor (q/k/v share one Hessian): the first solve makes it,
+  ** the second reuses it (same U buffer), both give the bytes of the
+  ** unshared solve */
+  {
+    llmc_gptq_factor f = {0};
+    float *W1 = malloc(4 * (size_t)rows * cols), *W2 = malloc(4 * (size_t)rows * cols);
+    for (int i = 0; i < rows * cols; i++) W1[i] = W2[i] = llmc_bf16_to_f32(wb[i]);
+    llmc_gptq_result r1, r2;
+    CHECK(llmc_gptq_solve_shared(W1, rows, cols, &h, &qp, &o, &f, &r1) == 0, "shared solve 1");
+    const float *U1 = f.U;
+    CHECK(llmc_gptq_solve_shared(W2, rows, cols, &h, &qp, &o, &f, &r2) == 0, "shared solve 2");
+    CHECK(f.U == U1 && f.nsamples == 4, "%s: the second solve reused the factor", scheme);
+    CHECK(!memcmp(W1, W, 4 * (size_t)rows * cols) && !memcmp(W2, W, 4 * (size_t)rows * cols),
+          "%s: shared-factor solves equal the unshared one byte for byte", scheme);
+    CHECK(r1.dead_columns == dead && r2.dead_columns == dead && r2.loss == res.loss, "%s: same dead columns, loss",
+          scheme);
+    o.actorder = 0;   /* other options: a new factor */
+    CHECK(llmc_gptq_solve_shared(W2, rows, cols, &h, &qp, &o, &f, &r2) == 0 && f.actorder == 0, "refactored");
+    o.actorder = 1;
+    llmc_gptq_factor_free(&f);
+    free(W1); free(W2);
+  }
   double ref_loss = gptq_ref(Wd, rows, cols, Hd, &qp, 0.01);
   int differ = 0;
   for (int i = 0; i < rows * cols; i++)
@@ -230,6 +252,26 @@ int main(void) {
   float zeros[8 * 4] = {0};
   llmc_hessian_add(&h, zeros, 1, 4);
   CHECK(llmc_gptq_solve(W, 4, 8, &h, &qp, &o, &r) == 0 && r.dead_columns == 8, "all-dead Hessian is handled");
+  /* a NaN activation (an overflowed layer) makes the Hessian NaN: the
+  ** Cholesky fails, the solve reports the RTN fallback and returns finite
+  ** weights on the grid instead of propagating NaN */
+  llmc_hessian hn;
+  llmc_hessian_init(&hn, 8);
+  float xn[8 * 4];
+  for (int i = 0; i < 32; i++) xn[i] = (float)(i % 5) - 2.0f;
+  xn[13] = NAN;
+  llmc_hessian_add(&hn, xn, 1, 4);
+  for (int i = 0; i < 32; i++) {
+    W[i] = (float)((i * 7) % 11) - 5.0f;
+    wb[i] = llmc_f32_to_bf16(W[i]);
+  }
+  llmc_q_qparams_free(&qp);
+  llmc_q_qparams_compute(&qp, &wa, wb, LLMC_BF16, 4, 8, NULL);
+  CHECK(llmc_gptq_solve(W, 4, 8, &hn, &qp, &o, &r) == 0 && r.rtn_fallback == 1, "NaN Hessian -> RTN fallback");
+  int finite = 1;
+  for (int i = 0; i < 32; i++) finite &= isfinite(W[i]) != 0;
+  CHECK(finite, "NaN Hessian: the fallback weights are finite");
+  llmc_hessian_free(&hn);
   llmc_hessian h2;
   llmc_hessian_init(&h2, 16);
   CHECK(llmc_gptq_solve(W, 4, 8, &h2, &qp, &o, &r) < 0 && strstr(llmc_errmsg(), "do not match"), "shape mismatch");

@@ -14,6 +14,12 @@
 --  * MoE (tiny-qwen3-moe, when present): every expert gets a Hessian;
 --  * bad data: an empty dataset, rows without the text field, no dataset, and an
 --    empty Dataset handed straight to a pipeline fail with clear messages;
+--  * after oneshot the quantized modules hold their codes only, and the
+--    weights decompressed from them have the solve's recorded errors;
+--  * a Hessian that is not positive definite: rank 1 with dampening_frac = 0
+--    -> the RTN fallback, which equals the solve on a diagonal Hessian (no
+--    error feedback); the default dampening makes the same Hessian solvable;
+--    through oneshot every module is reported and finalize warns once;
 --  * llmc._gptq argument checks.
 local llmc = require "llmc"
 
@@ -27,13 +33,20 @@ local function check(cond, what, detail)
 end
 
 local path = llmc.bundled("datasets/calib_text.jsonl")
+local compacted, raw_left = 0, 0
 local function run(pipeline, propagate)
   local model, summary = llmc.oneshot{model = llmc.default_model(), quiet = true,
     recipe = llmc.modifiers.GPTQModifier{scheme = "W4A16", ignore = {"lm_head"}},
     dataset = "json", dataset_path = path, num_calibration_samples = 8, max_seq_length = 64,
     shuffle_calibration_samples = false, pipeline = pipeline, propagate_error = propagate}
   local w, rec = {}, {}
-  for name, m in model:modules("Linear") do w[name] = m.weight:to("float32") end
+  for name, m in model:modules("Linear") do
+    -- oneshot leaves quantized modules with their codes only (quant.compact)
+    if m.compressed then
+      if rawget(m, "weight") == nil then compacted = compacted + 1 else raw_left = raw_left + 1 end
+    end
+    w[name] = m.weight:to("float32")
+  end
   for _, r in ipairs(summary.records) do rec[r.name] = r end
   return w, rec
 end
@@ -47,6 +60,27 @@ end
 local wb, rb = run("basic")
 local ws = run("sequential", false)
 local wp, rp = run("sequential")
+check(compacted == 3 * 28 and raw_left == 0, "every quantized module dropped its fake weight", compacted .. " " .. raw_left)
+-- the weights decompressed from the codes are the solver's: the same error
+-- against the original weights as the solve recorded (max exactly, the
+-- relative Frobenius error up to summation order)
+do
+  local orig = llmc.load(llmc.default_model())
+  local worst = 0
+  for name, r in pairs(rp) do
+    local o = orig:get(name).weight:to("float32")
+    local d = wp[name] - o
+    local mx = d:abs():max()
+    if type(mx) ~= "number" then mx = mx:item() end
+    local num, den = (d * d):sum(), (o * o):sum()
+    if type(num) ~= "number" then num, den = num:item(), den:item() end
+    local rel = math.sqrt(num / den)
+    check(mx == r.max_abs_err, name .. ": decompressed weight has the solve's max error", mx .. " vs " .. r.max_abs_err)
+    local dr = math.abs(rel - r.rel_err) / r.rel_err
+    if dr > worst then worst = dr end
+  end
+  check(worst < 1e-5, "decompressed weights have the solve's relative error", worst)
+end
 
 local n, worst_rel = 0, 0
 for name, a in pairs(wb) do
@@ -189,6 +223,38 @@ check(r.fake:dtype() == "bfloat16" and r.format == "pack-quantized" and #r.tenso
 h:free()
 ok, e2 = pcall(function() return h:nsamples() end)
 check(not ok and tostring(e2):find("after free", 1, true), "use after free: error", e2)
+
+-- not positive definite: every token the same in every column (rank 1)
+do
+  local h1 = G.hessian(8)
+  h1:add(T.ones({3, 8}))
+  local w = T.randn({4, 8}):to("bfloat16")
+  local args = {num_bits = 4, strategy = "channel", symmetric = true, force_zero_point = true}
+  local rf = G.solve(w, h1, args, {dampening_frac = 0})
+  local hd = G.hessian(8)                       -- diagonal: columns solved independently
+  local eye = T.zeros({8, 8})
+  for i = 0, 7 do eye[i][i] = 1 end
+  hd:add(eye)
+  local rd = G.solve(w, hd, args, {dampening_frac = 0})
+  check(rf.rtn_fallback and not rd.rtn_fallback, "rank-1 Hessian without dampening: RTN fallback reported")
+  check(rf.fake:bytes() == rd.fake:bytes(), "RTN fallback = the solve with no error feedback")
+  check(not G.solve(w, h1, args, {dampening_frac = 0.01}).rtn_fallback, "1% dampening makes it positive definite")
+  h1:free(); hd:free()
+  local mod = llmc.modifiers.GPTQModifier{scheme = "W4A16", ignore = {"lm_head"}, dampening_frac = 0}
+  local _, summary = llmc.oneshot{model = llmc.default_model(), quiet = true, recipe = mod,
+    dataset = "json", dataset_path = path, num_calibration_samples = 1, max_seq_length = 4,
+    shuffle_calibration_samples = false}
+  local nfb = 0
+  for _, rec in ipairs(summary.records) do if rec.rtn_fallback then nfb = nfb + 1 end end
+  check(nfb == #summary.records and nfb == 28, "4 tokens, no dampening: all 28 modules fall back to RTN", nfb)
+  local warned, permodule = 0, 0
+  for _, l in ipairs(mod._log or {}) do
+    if l:find("was not positive definite", 1, true) and l:find("model.layers.1.mlp.down_proj", 1, true) then warned = warned + 1 end
+    if l:find("(Cholesky failed: RTN fallback)", 1, true) then permodule = permodule + 1 end
+  end
+  check(warned == 1 and permodule == 28, "a log line per module and one warning at finalize naming them",
+        warned .. " " .. permodule)
+end
 
 print(string.format("%d passed, %d failed", passed, failed))
 os.exit(failed == 0 and 0 or 1)

@@ -11,7 +11,8 @@
 --   SparseGPT 2:4:   layer 0: 62 entries differ in up/down_proj (one fp32 near
 --                    tie flips a group, the OBS update then carries the change
 --                    along the row), which changes layer 1's inputs: 2.4 % of
---                    the model's entries differ (same count, same structure).
+--                    the model's entries differ (same count, same structure);
+--                    with OpenBLAS's AVX-512 kernels q_proj flips a group too.
 -- So: Wanda exact; SparseGPT exact masks where they are, zero counts exact,
 -- 2:4 structure exact, weight sums within the stated tolerances.  Also the
 -- saved config.json (no quantization_config for pruning alone, as
@@ -104,9 +105,14 @@ compare("sgpt_50", M.SparseGPTModifier{sparsity = 0.5, ignore = {"re:.*lm_head"}
    layer0_exact = {q_proj = 1, k_proj = 1, v_proj = 1, o_proj = 1, gate_proj = 1, up_proj = 1, down_proj = 1}})
 
 -- SparseGPT 2:4, saved: the checkpoint is the plain dense one
+-- Which 2:4 groups sit on an fp32 near-tie depends on OpenBLAS's kernels:
+-- with its AVX2 (Haswell) kernels layer 0's q_proj mask equals
+-- llm-compressor's and 5 of 28 masks do; with its AVX-512 (Cooperlake)
+-- kernels q_proj flips a group as well and 4 of 28 do.  Both are asserted
+-- as the weaker figure; k/v/o/gate are identical with either.
 local m24 = compare("sgpt_24", M.SparseGPTModifier{sparsity = 0.5, mask_structure = "2:4", ignore = {"re:.*lm_head"}},
-  {min_hash = 5, min_zeros = 28, total_tol = 0, abs_tol = 2e-2, structure = true, save = true,
-   layer0_exact = {q_proj = 1, k_proj = 1, v_proj = 1, o_proj = 1, gate_proj = 1}})
+  {min_hash = 4, min_zeros = 28, total_tol = 0, abs_tol = 2e-2, structure = true, save = true,
+   layer0_exact = {k_proj = 1, v_proj = 1, o_proj = 1, gate_proj = 1}})
 do
   local dir = tmp .. "_sgpt_24"
   local cfg = cjson.decode(util.read_file(dir .. "/config.json"))

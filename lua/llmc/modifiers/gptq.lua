@@ -147,6 +147,7 @@ function G:on_initialize(state)
   self._hooks = {}
   self._sets = {}
   self._log = {}
+  self._fallback = {}   -- modules whose Cholesky failed (RTN fallback), warned at finalize
   return true
 end
 
@@ -266,13 +267,15 @@ function G:solve(state, records)
         block_size = self.block_size, dampening_frac = self.dampening_frac,
         actorder = s.group.actorder ~= nil, format = fmt, global_scale = gscale[s.name],
         input_args = sc.input_activations and quant.c_args(sc.input_activations) or nil,
+        -- q/k/v (gate/up) share one Hessian: factor it once for all of them
+        share_factor = #S.names > 1,
       })
       if not ok then self:error(string.format("GPTQ solve of %s: %s", s.name, tostring(r))) end
       local before = m.weight:nbytes()
       local after = 0
       for _, t in ipairs(r.tensors) do after = after + t.tensor:nbytes() end
       m.weight = r.fake
-      m.compressed = {format = r.format, tensors = r.tensors}
+      m.compressed = {format = r.format, tensors = r.tensors, scheme = sc}
       self._done[s.name] = true
       local dt = util.now() - t0
       local rec = {
@@ -282,6 +285,7 @@ function G:solve(state, records)
         gptq_loss = r.loss, rtn_fallback = r.rtn_fallback, seconds = dt, nsamples = S.h:nsamples(),
       }
       state.quantized[#state.quantized + 1] = rec
+      if r.rtn_fallback then self._fallback[#self._fallback + 1] = s.name end
       log(state, self, string.format("GPTQ %s: loss %.6g, %d samples, %.3f s%s", s.name, r.loss,
         S.h:nsamples(), dt, r.rtn_fallback and " (Cholesky failed: RTN fallback)" or ""))
       if bar then bar:update(1, s.name) end
@@ -321,6 +325,13 @@ function G:on_calibration_end(state)
 end
 
 function G:on_finalize(state)
+  -- llm-compressor warns once, at finalize, about the modules whose
+  -- Cholesky failed (algorithms.md §5.4)
+  if #self._fallback > 0 then
+    log(state, self, string.format("GPTQ: the damped Hessian of %d module(s) was not positive definite " ..
+      "(dampening_frac = %g); they were rounded to nearest instead: %s. A larger dampening_frac or more " ..
+      "calibration samples avoids this.", #self._fallback, self.dampening_frac, table.concat(self._fallback, ", ")))
+  end
   for _, s in ipairs(self._selected) do
     if s.group.scheme.weights and not self._done[s.name] then
       if s.module.kind == "Linear" then

@@ -347,7 +347,7 @@ function QM:quantize(state, records)
     local after = 0
     for _, t in ipairs(r.tensors) do after = after + t.tensor:nbytes() end
     m.weight = r.fake
-    m.compressed = {format = r.format, tensors = r.tensors}
+    m.compressed = {format = r.format, tensors = r.tensors, scheme = sc}
     self._done[s.name] = true
     local rec = {
       name = s.name, module = m, kind = m.attr or m.kind, class = m.kind, group = s.group.name,
@@ -356,6 +356,7 @@ function QM:quantize(state, records)
     }
     state.quantized[#state.quantized + 1] = rec
     w = nil
+    quant.compact(m)   -- keep the compressed tensors only (decompressed again on use)
     if bar then bar:update(1, s.name) end
   end
 end

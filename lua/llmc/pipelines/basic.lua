@@ -32,12 +32,15 @@ function M.run(state, modifiers, data)
   state.hooks_disabled = false
   local blocks = seq.moe_blocks(model)
   seq.count_routing(blocks)
+  local bar = util.progress(#batches, "calibrating", {quiet = state.quiet, tty_only = true})
   local ok, err = pcall(function()
     for _, b in ipairs(batches) do
       local logits = model:forward(b, {moe_all_experts = seq.all_experts(state)})
       logits:release()
+      bar:update(1)
     end
   end)
+  bar:clear()
   if not ok then
     seq.stop_routing(blocks)
     error(err, 0)

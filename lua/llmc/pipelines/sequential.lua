@@ -14,7 +14,8 @@ default; false passes on the calibration-pass outputs instead, which makes
 every layer see the uncompressed model's activations, like the basic
 pipeline); then, when a modifier targets a module after the layers (lm_head),
 the final norm and head as one more subgraph; calibration_end.  One progress
-line per layer with its time and the peak tensor memory (unless state.quiet).
+line per layer with its time and the peak tensor memory (unless state.quiet);
+on a terminal, a bar over the layer's batches while they run.
 
 Where the kept hidden states live (llm-compressor's sequential_offload_device,
 read from state.args):
@@ -311,7 +312,11 @@ local function tail_modules(model, modifiers)
   return tail, rest
 end
 
-local function layer_done(state, li, n, t0)
+local function layer_done(state, li, n, t0, layer)
+  -- the layer's compressed modules keep their codes only: no later pass
+  -- reads the full-size fake weights (decompressed again when read)
+  local quant = require "llmc.quant"
+  for _, m in layer:modules() do quant.compact(m) end
   -- temporaries that escaped to hooks are only freed by the collector,
   -- which does not see their bytes: collect once per layer so the peak
   -- stays at one layer's worth instead of growing with the depth
@@ -320,6 +325,12 @@ local function layer_done(state, li, n, t0)
   local mem = T.memory()
   report(state, "sequential: layer %d/%d done in %.2f s (peak tensor memory %s)", li, n, util.now() - t0,
     util.fmt_bytes(mem.host_peak or 0))
+end
+
+-- a per-sample bar for one layer (terminals only: a log gets the layer line)
+local function layer_bar(state, li, n, nbatches, propagate)
+  return util.progress(nbatches * (propagate and 2 or 1), string.format("layer %d/%d", li, n),
+                       {quiet = state.quiet, tty_only = true})
 end
 
 -- hidden states kept in memory
@@ -335,6 +346,7 @@ local function run_memory(state, modifiers, model, batches, propagate)
     local t0 = util.now()
     local blocks = M.moe_blocks(layer)
     local outs = {}
+    local bar = layer_bar(state, li, n, #items, propagate)
     state.hooks_disabled = false
     M.count_routing(blocks)
     for i, it in ipairs(items) do
@@ -342,21 +354,27 @@ local function run_memory(state, modifiers, model, batches, propagate)
       -- with propagate_error the next layer gets the second pass's outputs:
       -- drop these at once instead of holding a second copy of every batch
       if propagate then release(o) else outs[i] = module.keep(o) end
+      bar:update(1, "calibrating")
     end
+    bar:clear()   -- the modifiers print per-module lines next
     M.report_routing(state, blocks)
     local mods = {}
     for _, m in layer:modules() do mods[#mods + 1] = m end
     broadcast(state, modifiers, {type = "sequential_epoch_end", modules = mods, layer = li})
     if propagate then
       state.hooks_disabled = true
-      for i, it in ipairs(items) do outs[i] = module.keep(layer:forward(it.h, it.ctx)) end
+      for i, it in ipairs(items) do
+        outs[i] = module.keep(layer:forward(it.h, it.ctx))
+        bar:update(1, "propagating")
+      end
       state.hooks_disabled = false
+      bar:clear()
     end
     for i, it in ipairs(items) do
       release(it.h)
       it.h = outs[i]
     end
-    layer_done(state, li, n, t0)
+    layer_done(state, li, n, t0, layer)
   end
   local tail, rest = tail_modules(model, modifiers)
   if tail then
@@ -404,12 +422,15 @@ local function run_disk(state, modifiers, model, batches, propagate, cache)
     local t0 = util.now()
     local blocks = M.moe_blocks(layer)
     if not propagate then cache:begin(shapes) end
+    local bar = layer_bar(state, li, n, #batches, propagate)
     M.count_routing(blocks)
     for i = 1, #batches do
       local o = pass(layer, i, true)
       if not propagate then cache:put(i, o) end
       release(o)
+      bar:update(1, "calibrating")
     end
+    bar:clear()
     M.report_routing(state, blocks)
     local mods = {}
     for _, m in layer:modules() do mods[#mods + 1] = m end
@@ -420,10 +441,12 @@ local function run_disk(state, modifiers, model, batches, propagate, cache)
         local o = pass(layer, i, false)
         cache:put(i, o)
         release(o)
+        bar:update(1, "propagating")
       end
+      bar:clear()
     end
     cache:commit()
-    layer_done(state, li, n, t0)
+    layer_done(state, li, n, t0, layer)
   end
   local tail, rest = tail_modules(model, modifiers)
   if tail then
