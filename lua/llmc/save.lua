@@ -205,10 +205,10 @@ function save.save(model, output_dir, opts)
   -- the tensors to write, in model order
   local tensors, total = {}, 0
   local wrote_head = false
-  for full, t, m in model:named_parameters() do
+  -- parameter_slots: a quantized weight is not read (it may be compacted:
+  -- reading it would decompress it)
+  for full, m, pname in model:parameter_slots() do
     local mname = m.name
-    local pname = full:sub(#mname + 2)
-    if mname == "" then pname = full end
     local r = by_name[mname]
     if r and pname == "weight" then
       for _, e in ipairs(r.tensors) do
@@ -216,6 +216,7 @@ function save.save(model, output_dir, opts)
         total = total + e.tensor:nbytes()
       end
     else
+      local t = m[pname]
       tensors[full] = t
       total = total + t:nbytes()
       if full == "lm_head.weight" then wrote_head = true end
