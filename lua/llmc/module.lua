@@ -193,11 +193,10 @@ function Module:get(name)
   return nil, "no module named '" .. tostring(name) .. "'"
 end
 
---- Iterate (full_name, tensor) over the parameters of this module and its
---- descendants, Hugging Face names, shared (tied) parameters once.
---- (full name, module, parameter name) of every parameter, tied ones
+--- Iterate (full name, module, parameter name) over the parameters of this
+--- module and its descendants, Hugging Face names, shared (tied) parameters
 --- once, without reading any: for callers that must not load or decompress
---- parameters they skip (llmc.save and a compacted quantized weight).
+--- the parameters they skip (llmc.save and a compacted quantized weight).
 function Module:parameter_slots()
   local out = {}
   local prefix_len = #self.name > 0 and #self.name + 2 or 1
@@ -217,22 +216,13 @@ function Module:parameter_slots()
   end
 end
 
+--- Iterate (full_name, tensor, module) over the same parameters, reading
+--- each one.
 function Module:named_parameters()
-  local out = {}
-  local prefix_len = #self.name > 0 and #self.name + 2 or 1
-  for name, m in self:named_modules() do
-    for _, p in ipairs(m._pnames) do
-      if not (p == "weight" and rawget(m, "_tied")) then
-        local full = name == "" and p or (name .. "." .. p)
-        out[#out + 1] = {full:sub(prefix_len), m, p}
-      end
-    end
-  end
-  local i = 0
+  local slots = self:parameter_slots()
   return function()
-    i = i + 1
-    local e = out[i]
-    if e then return e[1], e[2][e[3]], e[2] end
+    local full, m, p = slots()
+    if full then return full, m[p], m end
   end
 end
 

@@ -285,6 +285,7 @@ function G:solve(state, records)
         gptq_loss = r.loss, rtn_fallback = r.rtn_fallback, seconds = dt, nsamples = S.h:nsamples(),
       }
       state.quantized[#state.quantized + 1] = rec
+      if state.compact_when_solved then quant.compact(m) end
       if r.rtn_fallback then self._fallback[#self._fallback + 1] = s.name end
       log(state, self, string.format("GPTQ %s: loss %.6g, %d samples, %.3f s%s", s.name, r.loss,
         S.h:nsamples(), dt, r.rtn_fallback and " (Cholesky failed: RTN fallback)" or ""))

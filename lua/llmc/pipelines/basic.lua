@@ -48,7 +48,11 @@ function M.run(state, modifiers, data)
   seq.report_routing(state, blocks)
   local all = {}
   for _, m in model:modules() do all[#all + 1] = m end
+  -- nothing runs the model again: a solved module can drop its fake weight
+  -- at once (see quant.compact) instead of every one piling up until the end
+  state.compact_when_solved = true
   broadcast(state, modifiers, {type = "sequential_epoch_end", modules = all})
+  state.compact_when_solved = nil
   broadcast(state, modifiers, {type = "calibration_end", modules = all})
   if not state.quiet then
     io.stderr:write(string.format("basic: %d batches calibrated and solved in %.2f s (peak tensor memory %s)\n",
