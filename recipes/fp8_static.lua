@@ -24,8 +24,7 @@ local a = llmc.args{
 }
 if a.quick then a.samples, a.seq_len = 32, 128 end
 local output = a.output ~= "" and a.output or llmc.util.default_output(a.model, "FP8-static")
-local heldout = llmc.bundled("datasets/calib_text.jsonl")
-local data = a.dataset ~= "" and a.dataset or heldout
+local data = a.dataset ~= "" and a.dataset or llmc.bundled("datasets/calib_text.jsonl")
 
 local kv = nil
 if a.kv_cache then kv = {num_bits = 8, type = "float", strategy = "tensor", dynamic = false, symmetric = true} end
@@ -41,12 +40,7 @@ local model = llmc.oneshot{
 llmc.util.print_sample(model, a.prompt, a.max_new_tokens)
 
 if a.compare then
-  local texts, i = {}, 0
-  for line in io.lines(heldout) do
-    i = i + 1
-    if i > 480 then texts[#texts + 1] = llmc.util.json.decode(line).text end
-  end
-  local function ppl(m) return (llmc.eval.perplexity(m, texts, {seq_len = 256, batch_size = 8})) end
+  local ppl = llmc.eval.heldout_perplexity()
   local dyn = llmc.oneshot{model = a.model, quiet = true,
     recipe = llmc.modifiers.QuantizationModifier{targets = "Linear", scheme = "FP8_DYNAMIC", ignore = {"lm_head"}}}
   print(string.format("perplexity on calib_text.jsonl lines 481-512 (256-token windows): fp %.3f, FP8_DYNAMIC %.3f, " ..

@@ -21,8 +21,7 @@ local a = llmc.args{
 }
 if a.quick then a.samples, a.seq_len = 32, 128 end
 local output = a.output ~= "" and a.output or llmc.util.default_output(a.model, "W4A16-GPTQ-actorder")
-local heldout = llmc.bundled("datasets/calib_text.jsonl")
-local data = a.dataset ~= "" and a.dataset or heldout
+local data = a.dataset ~= "" and a.dataset or llmc.bundled("datasets/calib_text.jsonl")
 
 local function run(actorder, out)
   return llmc.oneshot{
@@ -38,12 +37,7 @@ local model = run("weight", output)
 llmc.util.print_sample(model, a.prompt, a.max_new_tokens)
 
 if a.compare then
-  local texts, i = {}, 0
-  for line in io.lines(heldout) do
-    i = i + 1
-    if i > 480 then texts[#texts + 1] = llmc.util.json.decode(line).text end
-  end
-  local function ppl(m) return (llmc.eval.perplexity(m, texts, {seq_len = 256, batch_size = 8})) end
+  local ppl = llmc.eval.heldout_perplexity()
   local rtn = llmc.oneshot{model = a.model, quiet = true,
     recipe = llmc.modifiers.QuantizationModifier{targets = "Linear", scheme = "W4A16", ignore = {"lm_head"}}}
   local plain = run(false, nil)

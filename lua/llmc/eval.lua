@@ -51,6 +51,24 @@ local function source_text(src, opts)
   return table.concat(parts, opts.join or "\n\n")
 end
 
+--- The held-out split the calibration recipes report on: the lines after
+--- the first 480 of the bundled fixtures/datasets/calib_text.jsonl, which
+--- their calibration (the first lines, unshuffled, at most 480) never sees.
+--- Returns a function model -> perplexity (256-token windows, 8 per batch)
+--- and the texts.
+---   local heldout_ppl = llmc.eval.heldout_perplexity()
+---   print(heldout_ppl(model))
+function M.heldout_perplexity()
+  local util = require "llmc.util"
+  local path = require("llmc").bundled("datasets/calib_text.jsonl")
+  local texts, i = {}, 0
+  for line in io.lines(path) do
+    i = i + 1
+    if i > 480 then texts[#texts + 1] = util.json.decode(line).text end
+  end
+  return function(model) return (M.perplexity(model, texts, {seq_len = 256, batch_size = 8})) end, texts
+end
+
 --- Perplexity of `model` on `text_or_dataset` (see the header).  Returns ppl, info.
 function M.perplexity(model, src, opts)
   opts = opts or {}

@@ -6,7 +6,6 @@
 -- tensors (in memory and from the saved checkpoint) gives the in-memory
 -- fake-quantized weight bit for bit.
 local llmc = require "llmc"
-local util = require "llmc.util"
 local quant = require "llmc.quant"
 
 local passed, failed = 0, 0
@@ -19,18 +18,10 @@ local function check(cond, what, detail)
 end
 
 local path = llmc.bundled("datasets/calib_text.jsonl")
-local eval_texts = {}
-local i = 0
-for line in io.lines(path) do
-  i = i + 1
-  if i > 480 then eval_texts[#eval_texts + 1] = util.json.decode(line).text end
-end
+local ppl, eval_texts = llmc.eval.heldout_perplexity()   -- lines 481-512, never calibrated on
 
 local W3 = {group_0 = {targets = {"Linear"}, weights = {num_bits = 3, type = "int", symmetric = true,
                                                          strategy = "group", group_size = 128}}}
-local function ppl(model)
-  return (llmc.eval.perplexity(model, eval_texts, {seq_len = 256, batch_size = 8}))
-end
 
 local outdir = os.tmpname()
 os.remove(outdir)
