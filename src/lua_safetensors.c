@@ -6,6 +6,7 @@
 **   local f <close> = st.open("fixtures/models/tiny-llama")  -- file, dir or index.json
 **   print(#f, f:info("model.norm.weight").dtype)             -- 38  bfloat16
 **   local w = f:get("model.norm.weight")     -- Tensor viewing the mapped bytes
+**   f:drop_pages("model.layers.0.mlp.up_proj.weight")   -- done with it: out of RSS
 **   st.save("out.safetensors", {w = w}, {metadata = {note = "x"}})
 **   st.save("out-dir", tensors, {max_shard_size = "2GB"})    -- a directory
 **
@@ -97,6 +98,14 @@ static int f_get(lua_State *L) {
 static int f_has(lua_State *L) {
   llmc_st_set *s = check_open(L);
   lua_pushboolean(L, llmc_st_set_find(s, luaL_checkstring(L, 2), NULL) != NULL);
+  return 1;
+}
+
+/* st:drop_pages(name) -> bytes: the tensor's mapped pages leave the resident
+** set (see llmc_st_set_drop_pages); its data stays readable */
+static int f_drop_pages(lua_State *L) {
+  llmc_st_set *s = check_open(L);
+  lua_pushinteger(L, (lua_Integer)llmc_st_set_drop_pages(s, luaL_checkstring(L, 2)));
   return 1;
 }
 
@@ -275,7 +284,7 @@ static int st_save(lua_State *L) {
 /* ---- registration ------------------------------------------------------------ */
 
 static const luaL_Reg file_methods[] = {
-  {"names", f_names}, {"info", f_info}, {"get", f_get}, {"has", f_has},
+  {"names", f_names}, {"info", f_info}, {"get", f_get}, {"has", f_has}, {"drop_pages", f_drop_pages},
   {"metadata", f_metadata}, {"files", f_files}, {"close", f_close}, {NULL, NULL}};
 
 static const luaL_Reg file_meta[] = {

@@ -694,6 +694,21 @@ const llmc_st_info *llmc_st_set_find(const llmc_st_set *s, const char *name, llm
   return r->info;
 }
 
+int64_t llmc_st_set_drop_pages(const llmc_st_set *s, const char *name) {
+  llmc_st_file *f = NULL;
+  const llmc_st_info *e = llmc_st_set_find(s, name, &f);
+  if (!e || !f || !f->mapped || e->nbytes == 0) return 0;
+  /* whole pages inside the tensor only: a neighbour's bytes stay resident */
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t p = (uintptr_t)llmc_st_data(f, e);
+  const uintptr_t a = (p + page - 1) & ~(page - 1), b = (p + e->nbytes) & ~(page - 1);
+  if (b <= a) return 0;
+  /* the mapping is PROT_READ and file-backed: dropped pages hold nothing
+  ** private, and the next read refaults them from the page cache or disk */
+  if (madvise((void *)a, b - a, MADV_DONTNEED) != 0) return 0;
+  return (int64_t)(b - a);
+}
+
 const llmc_st_kv *llmc_st_set_metadata(const llmc_st_set *s, size_t *n) {
   if (n) *n = s->nmeta;
   return s->meta;

@@ -133,6 +133,14 @@ llmc_st_file *llmc_st_set_file(const llmc_st_set *s, size_t i);  /* borrowed */
 ** sorted by key */
 const llmc_st_kv *llmc_st_set_metadata(const llmc_st_set *s, size_t *n);
 llmc_tensor *llmc_st_set_get(llmc_st_set *s, const char *name);
+/* Tell the kernel the mapped pages that lie wholly inside tensor `name` are
+** not needed now (madvise MADV_DONTNEED): they leave the process's resident
+** set, and a later read (through a tensor still viewing them, or a new get)
+** maps them again from the page cache or the file.  The sequential
+** pipeline calls it for a layer it has finished.  Returns the bytes
+** released from the resident set's reach; 0 for an absent name, an
+** in-memory image or a tensor smaller than a page. */
+int64_t llmc_st_set_drop_pages(const llmc_st_set *s, const char *name);
 
 /* ---- writer ------------------------------------------------------------------- */
 /* max_shard_size == 0: `path` is the output file.

@@ -430,6 +430,18 @@ static void *thr_write(void *p) {
   return NULL;
 }
 
+/* RssFile of this process, KiB (/proc/self/status), -1 when unreadable */
+static long rss_file_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long v = -1;
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "RssFile: %ld", &v) == 1) break;
+  fclose(f);
+  return v;
+}
+
 static void test_writer_parts(void) {
   char path[1024];
   tmp_path(path, sizeof path, "parts.safetensors");
@@ -480,6 +492,32 @@ static void test_writer_parts(void) {
       for (int j = 0; j < 4; j++) ok &= q[i * 4 + j] == bp[j * 3 + i];
     CHECK(ok, "transposed bytes");
     llmc_st_file_release(f);
+  }
+  /* drop_pages: the 1 MiB tensor's pages leave the resident set (RssFile
+  ** falls), its bytes stay readable through the same view, and names
+  ** that are absent or smaller than a page drop nothing */
+  {
+    llmc_st_set *s = llmc_st_set_open(path);
+    llmc_tensor *t = s ? llmc_st_set_get(s, "big") : NULL;
+    CHECK(t != NULL, "set get big: %s", llmc_errmsg());
+    if (t) {
+      const unsigned char *d = llmc_tensor_data(t);
+      unsigned long sum = 0;
+      for (int i = 0; i < N; i += 4096) sum += d[i];   /* touch every page */
+      long before = rss_file_kib();
+      int64_t dropped = llmc_st_set_drop_pages(s, "big");
+      long after = rss_file_kib();
+      long page = sysconf(_SC_PAGESIZE);
+      CHECK(dropped >= N - 2 * page && dropped <= N && dropped % page == 0, "dropped %lld bytes of 1 MiB",
+            (long long)dropped);
+      CHECK(before - after >= (N / 1024) / 2, "RssFile %ld -> %ld KiB after dropping 1 MiB (sum %lu)", before,
+            after, sum);
+      CHECK(memcmp(d, src, N) == 0, "bytes readable again after drop_pages");
+      CHECK(llmc_st_set_drop_pages(s, "tr") == 0 && llmc_st_set_drop_pages(s, "nope") == 0,
+            "tiny or absent tensors drop nothing");
+      llmc_tensor_free(t);
+    }
+    llmc_st_set_free(s);
   }
   llmc_tensor_free(tr);
   llmc_tensor_free(base);

@@ -317,6 +317,14 @@ local function layer_done(state, li, n, t0, layer)
   -- reads the full-size fake weights (decompressed again when read)
   local quant = require "llmc.quant"
   for _, m in layer:modules() do quant.compact(m) end
+  -- and its checkpoint pages leave the resident set: a layer read from the
+  -- mapping would otherwise stay in RSS to the end (refaulted if read again)
+  local st = rawget(state.model, "_st")
+  if st then
+    for _, m in layer:modules() do
+      for _, p in ipairs(m._pnames) do st:drop_pages(m.name .. "." .. p) end
+    end
+  end
   -- temporaries that escaped to hooks are only freed by the collector,
   -- which does not see their bytes: collect once per layer so the peak
   -- stays at one layer's worth instead of growing with the depth
