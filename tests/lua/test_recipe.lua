@@ -261,6 +261,23 @@ for name, d in pairs(DUMPS) do
   check(as_json(recipe.parse_yaml(got, name)) == as_json(recipe.to_yaml_value(json.decode(d.json))), name .. " round-trips")
 end
 
+-- llm-compressor's own GPTQ recipe.yaml (DUMPS.lc_gptq: what LC 0.14.0.1
+-- wrote) loads, and llmc writes the same text for the same modifier:
+-- batched_quantization is a field, offload_hessians is not (gone from LC's
+-- GPTQModifier, which rejects unknown fields)
+do
+  local r = recipe.load(DUMPS.lc_gptq.yaml)
+  check(#r.modifiers == 1 and r.modifiers[1].name == "GPTQModifier" and r.modifiers[1].batched_quantization == "auto",
+        "LC's GPTQ recipe.yaml loads")
+  local mine = recipe.yaml(recipe.load{llmc.modifiers.GPTQModifier{targets = "Linear", scheme = "W4A16",
+                                                                   ignore = {"lm_head"}}})
+  check(mine == DUMPS.lc_gptq.yaml, "GPTQ recipe.yaml as LC writes it:\n" .. mine)
+  local ok, e = pcall(llmc.modifiers.GPTQModifier, {scheme = "W4A16", offload_hessians = true})
+  check(not ok and tostring(e):find("offload_hessians: unknown argument", 1, true), "offload_hessians rejected", e)
+  ok, e = pcall(llmc.modifiers.GPTQModifier, {scheme = "W4A16", batched_quantization = 0})
+  check(not ok and tostring(e):find("positive integer", 1, true), "batched_quantization = 0 rejected", e)
+end
+
 -- reader errors name the line
 local bad = {
   {"a: 1\na: 2\n", "x.yaml:2: duplicate key 'a' (first at line 1)"},

@@ -11,8 +11,11 @@ scheme, kv_cache_scheme, observers, bypass_divisibility_checks) plus
 sequential_targets (stored; llmc's sequential pipeline runs decoder
 layers), block_size (128), dampening_frac (0.01), actorder ("static" =
 "weight"; false disables it; "group" is accepted and rejected when solving,
-as llm-compressor does — §5.1), offload_hessians (ignored: Hessians live on
-the CPU).  requires_calibration_data is true.
+as llm-compressor does — §5.1), batched_quantization ("auto", a positive
+integer or null: accepted for llm-compressor's recipes; the CPU solver solves
+one module at a time either way).  offload_hessians is gone from
+llm-compressor's GPTQModifier and is rejected as an unknown argument.
+requires_calibration_data is true.
 
 Lifecycle:
   initialize            QuantizationModifier's (module selection, schemes,
@@ -43,6 +46,12 @@ local QM = modifiers.get("QuantizationModifier")
 local acts = require "llmc.modifiers.activations"
 
 local check = base.check
+
+local function check_batched(v, where)
+  if v == "auto" or v == nil or (math.type(v) == "integer" and v > 0) then return v end
+  local p = type(where) == "function" and where() or where
+  error(p .. ": batched_quantization must be \"auto\", a positive integer or null, got " .. tostring(v), 0)
+end
 
 local function check_actorder(v, where)
   if v == false or v == "static" or v == "weight" or v == "group" then return v end
@@ -83,11 +92,13 @@ local G = modifiers.define("GPTQModifier", {
     {"observer", nil, pass},
     {"bypass_divisibility_checks", false, check.boolean},
     {"sequential_targets", nil, pass},
+    {"requires_calibration_data", true, check.boolean},   -- here: recipe.yaml lists fields in LC's order
     {"block_size", 128, check_positive},
     {"dampening_frac", 0.01, check_frac},
     {"actorder", "static", check_actorder},
-    {"offload_hessians", false, check.boolean},
-    {"requires_calibration_data", true, check.boolean},
+    -- llm-compressor batches equal-shape solves on CUDA; the CPU solver
+    -- solves one module at a time and the result does not depend on it
+    {"batched_quantization", "auto", check_batched},
     {"index", nil, check.integer},
     {"group", nil, check.string},
     {"start", nil, check.number},
