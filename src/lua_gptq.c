@@ -73,22 +73,12 @@ static int g_hessian(lua_State *L) {
 }
 
 
-static llmc_tensor *host_float(lua_State *L, int idx, const char *what) {
-  llmc_tensor *t = llmc_lua_checktensor(L, idx);
-  if (llmc_tensor_is_cuda(t)) luaL_error(L, "%s: a host tensor is needed (got a CUDA tensor)", what);
-  if (t->dtype != LLMC_BF16 && t->dtype != LLMC_F16 && t->dtype != LLMC_F32)
-    luaL_error(L, "%s: dtype must be bfloat16, float16 or float32 (got %s)", what, llmc_dtype_name(t->dtype));
-  llmc_tensor *c = llmc_tensor_contiguous(t);
-  if (!c) llmc_lua_error(L, what);
-  llmc_lua_holdtensor(L, c);
-  return c;
-}
 
 /* h:add(x): x [B, T, C] (B sequences) or [T, C] (one sequence) */
 static int h_add(lua_State *L) {
   lua_settop(L, 2);
   hess_box *b = check_hess(L, 1);
-  llmc_tensor *x = host_float(L, 2, "Hessian:add: x");
+  llmc_tensor *x = llmc_lua_check_host_float(L, 2, "Hessian:add: x");
   int64_t batch, tokens, c = x->shape[x->ndim - 1];
   if (x->ndim == 3) {
     batch = x->shape[0];
@@ -157,7 +147,7 @@ static int opt_int(lua_State *L, int o, const char *k, int64_t def) {
 
 /* solve(weight, hessian, wargs [, opts]) -> result table (see the header) */
 static int g_solve(lua_State *L) {
-  llmc_tensor *w = host_float(L, 1, "solve: weight");
+  llmc_tensor *w = llmc_lua_check_host_float(L, 1, "solve: weight");
   if (w->ndim != 2) return luaL_error(L, "solve: weight must be 2-D [out, in] (got %d dims)", w->ndim);
   int64_t rows = w->shape[0], cols = w->shape[1];
   hess_box *hb = check_hess(L, 2);

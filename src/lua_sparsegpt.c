@@ -77,20 +77,10 @@ static int new_stat(lua_State *L, int kind) {
 static int s_hessian(lua_State *L) { return new_stat(L, 0); }
 static int s_colsq(lua_State *L) { return new_stat(L, 1); }
 
-static llmc_tensor *host_float(lua_State *L, int idx, const char *what) {
-  llmc_tensor *t = llmc_lua_checktensor(L, idx);
-  if (llmc_tensor_is_cuda(t)) luaL_error(L, "%s: a host tensor is needed (got a CUDA tensor)", what);
-  if (t->dtype != LLMC_BF16 && t->dtype != LLMC_F16 && t->dtype != LLMC_F32)
-    luaL_error(L, "%s: dtype must be bfloat16, float16 or float32 (got %s)", what, llmc_dtype_name(t->dtype));
-  llmc_tensor *c = llmc_tensor_contiguous(t);
-  if (!c) llmc_lua_error(L, what);
-  llmc_lua_holdtensor(L, c);
-  return c;
-}
 
 static int st_add(lua_State *L) {
   stat_box *b = check_stat(L, 1);
-  llmc_tensor *x = host_float(L, 2, "add: x");
+  llmc_tensor *x = llmc_lua_check_host_float(L, 2, "add: x");
   int64_t batch, tokens, c = x->shape[x->ndim - 1], cols = b->kind == 0 ? b->h.cols : b->c.cols;
   if (x->ndim == 3) { batch = x->shape[0]; tokens = x->shape[1]; }
   else if (x->ndim == 2) { batch = 1; tokens = x->shape[0]; }
@@ -178,7 +168,7 @@ static void push_weight(lua_State *L, llmc_tensor *w, const float *W, int res) {
 }
 
 static int s_sparsegpt(lua_State *L) {
-  llmc_tensor *w = host_float(L, 1, "sparsegpt: weight");
+  llmc_tensor *w = llmc_lua_check_host_float(L, 1, "sparsegpt: weight");
   stat_box *b = check_stat(L, 2);
   if (b->kind != 0) return luaL_error(L, "sparsegpt: argument 2 must be a Hessian (S.hessian)");
   llmc_sparsegpt_opts o;
@@ -216,7 +206,7 @@ static int s_sparsegpt(lua_State *L) {
 }
 
 static int s_wanda(lua_State *L) {
-  llmc_tensor *w = host_float(L, 1, "wanda: weight");
+  llmc_tensor *w = llmc_lua_check_host_float(L, 1, "wanda: weight");
   stat_box *b = check_stat(L, 2);
   if (b->kind != 1) return luaL_error(L, "wanda: argument 2 must be column statistics (S.colsq)");
   double sparsity = opt_num(L, 3, "sparsity", 0.5);
@@ -245,8 +235,8 @@ static int s_parse_mask(lua_State *L) {
 }
 
 static int s_mask_info(lua_State *L) {
-  lua_Integer nrows = luaL_optinteger(L, 2, 0);   /* before host_float pushes its hold */
-  llmc_tensor *t = host_float(L, 1, "mask_info: tensor");
+  lua_Integer nrows = luaL_optinteger(L, 2, 0);   /* before the tensor check pushes its hold */
+  llmc_tensor *t = llmc_lua_check_host_float(L, 1, "mask_info: tensor");
   int64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1, total = (int64_t)llmc_tensor_numel(t);
   int64_t rows = cols ? total / cols : 0;
   if (nrows < 0 || nrows > rows) nrows = rows;

@@ -94,6 +94,17 @@ void llmc_lua_holdtensor(lua_State *L, llmc_tensor *t) {
   lua_setmetatable(L, -2);
 }
 
+llmc_tensor *llmc_lua_check_host_float(lua_State *L, int idx, const char *what) {
+  llmc_tensor *t = llmc_lua_checktensor(L, idx);
+  if (llmc_tensor_is_cuda(t)) luaL_error(L, "%s: a host tensor is needed (got a CUDA tensor)", what);
+  if (t->dtype != LLMC_BF16 && t->dtype != LLMC_F16 && t->dtype != LLMC_F32)
+    luaL_error(L, "%s: dtype must be bfloat16, float16 or float32 (got %s)", what, llmc_dtype_name(t->dtype));
+  llmc_tensor *c = llmc_tensor_contiguous(t);
+  if (!c) llmc_lua_error(L, what);
+  llmc_lua_holdtensor(L, c);
+  return c;
+}
+
 /* options table at idx: field `dtype` (default def) */
 static llmc_dtype opt_dtype(lua_State *L, int idx, llmc_dtype def) {
   if (lua_type(L, idx) == LUA_TSTRING) return llmc_lua_checkdtype(L, idx);

@@ -36,5 +36,9 @@ int llmc_lua_checkshape(lua_State *L, int idx, int64_t *shape);
 ** the reference.  STEALS t.  The box's `t` may be read or cleared. */
 typedef struct { llmc_tensor *t; } llmc_lua_hold_box;
 void llmc_lua_holdtensor(lua_State *L, llmc_tensor *t);
+/* Argument idx as a contiguous host bf16 / f16 / f32 tensor (a copy when it
+** is strided), held by a box pushed on the stack (llmc_lua_holdtensor);
+** errors name `what`.  The reference is the box's: do not free it. */
+llmc_tensor *llmc_lua_check_host_float(lua_State *L, int idx, const char *what);
 
 #endif
