@@ -126,14 +126,6 @@ static int qp_gc(lua_State *L) {
   b->live = 0;
   return 0;
 }
-/* an fp32 scratch buffer with the same protection */
-typedef struct { float *p; } buf_box;
-static int buf_gc(lua_State *L) {
-  buf_box *b = lua_touserdata(L, 1);
-  free(b->p);
-  b->p = NULL;
-  return 0;
-}
 
 static int opt_int(lua_State *L, int o, const char *k, int64_t def) {
   int64_t v = def;
@@ -200,15 +192,7 @@ static int g_solve(lua_State *L) {
     return llmc_lua_error(L, "solve: weight observer");
   qb->live = 1;
 
-  buf_box *bb = lua_newuserdatauv(L, sizeof *bb, 0);
-  bb->p = NULL;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, buf_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  bb->p = malloc((size_t)(rows * cols) * sizeof(float));
-  if (!bb->p) return luaL_error(L, "solve: out of memory for a %dx%d fp32 weight", (int)rows, (int)cols);
-  float *W = bb->p;
+  float *W = llmc_lua_scratch_floats(L, (size_t)(rows * cols), "solve: fp32 weight");
   llmc_convert(W, LLMC_F32, llmc_tensor_data(w), w->dtype, (size_t)(rows * cols));
 
   llmc_gptq_result gr;

@@ -109,26 +109,6 @@ static int st_cols(lua_State *L) {
   return 1;
 }
 
-/* an fp32 scratch buffer freed by __gc, so that a Lua error does not leak it */
-typedef struct { float *p; } buf_box;
-static int buf_gc(lua_State *L) {
-  buf_box *b = lua_touserdata(L, 1);
-  free(b->p);
-  b->p = NULL;
-  return 0;
-}
-static float *scratch(lua_State *L, size_t n) {
-  buf_box *bb = lua_newuserdatauv(L, sizeof *bb, 0);
-  bb->p = NULL;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, buf_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  bb->p = malloc(n * sizeof(float));
-  if (!bb->p) luaL_error(L, "out of memory for %d floats", (int)n);
-  return bb->p;
-}
-
 static double opt_num(lua_State *L, int o, const char *k, double def) {
   double v = def;
   if (!lua_istable(L, o)) return v;
@@ -154,7 +134,7 @@ static float *weight_f32(lua_State *L, llmc_tensor *w, int64_t *rows, int64_t *c
   if (w->ndim != 2) luaL_error(L, "weight must be 2-D [out, in] (got %d dims)", w->ndim);
   *rows = w->shape[0];
   *cols = w->shape[1];
-  float *W = scratch(L, (size_t)(*rows * *cols));
+  float *W = llmc_lua_scratch_floats(L, (size_t)(*rows * *cols), "sparsegpt: weight");
   llmc_convert(W, LLMC_F32, llmc_tensor_data(w), w->dtype, (size_t)(*rows * *cols));
   return W;
 }

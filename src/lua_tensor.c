@@ -105,6 +105,28 @@ llmc_tensor *llmc_lua_check_host_float(lua_State *L, int idx, const char *what) 
   return c;
 }
 
+/* the fp32 scratch box: its __gc frees the buffer */
+typedef struct { float *p; } scratch_box;
+static int scratch_gc(lua_State *L) {
+  scratch_box *b = lua_touserdata(L, 1);
+  free(b->p);
+  b->p = NULL;
+  return 0;
+}
+
+float *llmc_lua_scratch_floats(lua_State *L, size_t n, const char *what) {
+  scratch_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->p = NULL;
+  if (luaL_newmetatable(L, "llmc.ScratchFloats")) {
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  b->p = malloc((n ? n : 1) * sizeof(float));
+  if (!b->p) luaL_error(L, "%s: out of memory for %zu floats", what, n);
+  return b->p;
+}
+
 /* options table at idx: field `dtype` (default def) */
 static llmc_dtype opt_dtype(lua_State *L, int idx, llmc_dtype def) {
   if (lua_type(L, idx) == LUA_TSTRING) return llmc_lua_checkdtype(L, idx);

@@ -40,5 +40,8 @@ void llmc_lua_holdtensor(lua_State *L, llmc_tensor *t);
 ** is strided), held by a box pushed on the stack (llmc_lua_holdtensor);
 ** errors name `what`.  The reference is the box's: do not free it. */
 llmc_tensor *llmc_lua_check_host_float(lua_State *L, int idx, const char *what);
+/* n floats of scratch owned by a box pushed on the stack (freed by its
+** __gc, so a Lua error does not leak it); errors name `what`. */
+float *llmc_lua_scratch_floats(lua_State *L, size_t n, const char *what);
 
 #endif

@@ -258,12 +258,7 @@ end
 -- resolution
 ---------------------------------------------------------------------------
 
-local function log(state, line)
-  if state.quiet then return end
-  if state.progress and state.progress.log then state.progress:log(line) else io.stderr:write(line, "\n") end
-end
-
-local function warn(state, msg) log(state, "AWQ: " .. msg) end
+local function warn(self, state, msg) self:log(state, "AWQ: " .. msg) end
 
 -- the module under `root` at a dotted attribute path (nil when absent)
 local function getattr_chain(root, path)
@@ -327,7 +322,7 @@ function AWQ:resolve(state)
       if not compatible(smooth, balance) then
         incompatible = incompatible + 1
       elseif not any or #balance == 0 then
-        warn(state, string.format("skipping %s (mappings[%d]): %s", smooth.name, i,
+        warn(self, state, string.format("skipping %s (mappings[%d]): %s", smooth.name, i,
           #balance == 0 and "no balance layers were found" or "no layers are targeted for quantization"))
       else
         for _, b in ipairs(balance) do
@@ -379,7 +374,7 @@ function AWQ:resolve(state)
     end
   end
   if incompatible > 0 then
-    warn(state, string.format("%d mappings were skipped due to incompatible shapes (v_proj -> o_proj with " ..
+    warn(self, state, string.format("%d mappings were skipped due to incompatible shapes (v_proj -> o_proj with " ..
       "grouped-query attention)", incompatible))
   end
   self._resolved_mappings = resolved
@@ -755,9 +750,9 @@ function AWQ:apply_smoothing(state)
         end
       end
       if empty then
-        warn(state, "skipping " .. m.smooth_name .. ": no activations found to scale")
+        warn(self, state, "skipping " .. m.smooth_name .. ": no activations found to scale")
       elseif not finite then
-        warn(state, "skipping " .. m.smooth_name .. ": NaN or inf outputs from " .. m.parent_name)
+        warn(self, state, "skipping " .. m.smooth_name .. ": NaN or inf outputs from " .. m.parent_name)
       else
         local abs_sum = obs:abs_sum()
         local _, tokens = obs:count()
@@ -771,7 +766,7 @@ function AWQ:apply_smoothing(state)
         self.smoothed_[m.smooth_name] = info
         local names = {}
         for _, n in ipairs(m.balance_names) do names[#names + 1] = short(n) end
-        log(state, string.format("AWQ %s -> %s: ratio %.4f%s (grid point %d), loss %.4g -> %.4g (%.1f%%), %.2f s",
+        self:log(state, string.format("AWQ %s -> %s: ratio %.4f%s (grid point %d), loss %.4g -> %.4g (%.1f%%), %.2f s",
           m.smooth_name, table.concat(names, ", "), info.ratio, info.duo and " duo" or "", info.index,
           info.initial_error, info.best_error,
           info.initial_error > 0 and 100 * info.best_error / info.initial_error or 100, util.now() - t0))

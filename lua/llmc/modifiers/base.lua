@@ -258,6 +258,16 @@ function Modifier:location(field)
   return (w and (w .. ": ") or "") .. self.name .. (field and ("." .. field) or "")
 end
 
+--- Report one line of progress (a module solved, a mapping skipped):
+--- kept in self._log when the modifier keeps one, printed on stderr (above
+--- the progress bar, if one is drawn) unless state.quiet.
+function Modifier:log(state, line)
+  local kept = rawget(self, "_log")
+  if kept then kept[#kept + 1] = line end
+  if state.quiet then return end
+  if state.progress then state.progress:log(line) else io.stderr:write(line, "\n") end
+end
+
 --- Raise an error prefixed with the modifier's recipe location.
 function Modifier:error(msg, field)
   error(self:location(field) .. ": " .. msg, 0)

@@ -219,13 +219,6 @@ function G:on_calibration_start(state)
   end
 end
 
-local function log(state, self, line)
-  self._log[#self._log + 1] = line
-  if not state.quiet then
-    if state.progress and state.progress.log then state.progress:log(line) else io.stderr:write(line, "\n") end
-  end
-end
-
 --- Solve the selected records (those with a Hessian); records the results.
 function G:solve(state, records)
   local gptq = require "llmc._gptq"
@@ -256,7 +249,7 @@ function G:solve(state, records)
         -- with moe_calibrate_all_experts = false): llm-compressor leaves it
         -- unsolved and writes no scales; llmc rounds it to nearest instead,
         -- so the checkpoint stays complete, and says so
-        log(state, self, string.format("GPTQ %s: no calibration token was routed to this expert: " ..
+        self:log(state, string.format("GPTQ %s: no calibration token was routed to this expert: " ..
           "round-to-nearest instead (moe_calibrate_all_experts = true calibrates every expert)", s.name))
         self.rtn_experts = (self.rtn_experts or 0) + 1
         QM.quantize(self, state, {s})
@@ -298,7 +291,7 @@ function G:solve(state, records)
       state.quantized[#state.quantized + 1] = rec
       if state.compact_when_solved then quant.compact(m) end
       if r.rtn_fallback then self._fallback[#self._fallback + 1] = s.name end
-      log(state, self, string.format("GPTQ %s: loss %.6g, %d samples, %.3f s%s", s.name, r.loss,
+      self:log(state, string.format("GPTQ %s: loss %.6g, %d samples, %.3f s%s", s.name, r.loss,
         S.h:nsamples(), dt, r.rtn_fallback and " (Cholesky failed: RTN fallback)" or ""))
       if bar then bar:update(1, s.name) end
     end
@@ -340,7 +333,7 @@ function G:on_finalize(state)
   -- llm-compressor warns once, at finalize, about the modules whose
   -- Cholesky failed (algorithms.md §5.4)
   if #self._fallback > 0 then
-    log(state, self, string.format("GPTQ: the damped Hessian of %d module(s) was not positive definite " ..
+    self:log(state, string.format("GPTQ: the damped Hessian of %d module(s) was not positive definite " ..
       "(dampening_frac = %g); they were rounded to nearest instead: %s. A larger dampening_frac or more " ..
       "calibration samples avoids this.", #self._fallback, self.dampening_frac, table.concat(self._fallback, ", ")))
   end

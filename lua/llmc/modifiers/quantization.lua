@@ -401,10 +401,9 @@ function QM:on_calibration_end(state)
   if self._act then
     local r = acts.finish(self, state)
     self._act = nil
-    if not state.quiet and r.activations + r.kv > 0 then
-      local line = string.format("%s: calibrated %d static activation scales and %d KV-cache k/v scale pairs " ..
-        "(scales %.4g .. %.4g)", self.name, r.activations, r.kv, r.min_scale or 0, r.max_scale or 0)
-      if state.progress and state.progress.log then state.progress:log(line) else io.stderr:write(line, "\n") end
+    if r.activations + r.kv > 0 then
+      self:log(state, string.format("%s: calibrated %d static activation scales and %d KV-cache k/v scale pairs " ..
+        "(scales %.4g .. %.4g)", self.name, r.activations, r.kv, r.min_scale or 0, r.max_scale or 0))
     end
     QM.quantize(self, state, self._selected)
   end

@@ -232,13 +232,6 @@ function S.on_calibration_start(self, state)
   end
 end
 
-local function log(state, self, line)
-  self._log[#self._log + 1] = line
-  if not state.quiet then
-    if state.progress and state.progress.log then state.progress:log(line) else io.stderr:write(line, "\n") end
-  end
-end
-
 --- Prune the records that have statistics.
 function S.prune(self, state, records)
   local C = require "llmc._sparsegpt"
@@ -268,7 +261,7 @@ function S.prune(self, state, records)
       local rec = {name = s.name, zeros = r.zeros, numel = numel, loss = r.loss, seconds = dt,
                    nsamples = T.stats:nsamples(), inverse_fallback = r.inverse_fallback, modifier = self.name}
       state.sparsity[#state.sparsity + 1] = rec
-      log(state, self, string.format("%s %s: sparsity %.4f (%d of %d zero)%s, %d samples, %.3f s%s",
+      self:log(state, string.format("%s %s: sparsity %.4f (%d of %d zero)%s, %d samples, %.3f s%s",
         self.stat_kind == "hessian" and "SparseGPT" or "Wanda", s.name, r.zeros / numel, r.zeros, numel,
         r.loss and string.format(", loss %.6g", r.loss) or "", T.stats:nsamples(), dt,
         r.inverse_fallback and " (Hessian not invertible: pruned without weight update; raise dampening_frac " ..
@@ -314,7 +307,7 @@ function S.on_finalize(self, state)
                "(llmc.oneshot with a dataset, or llmc.calibrate.run)")
   end
   if #missing > 0 then
-    log(state, self, string.format("warning: %s: %d module(s) received no calibration input and stay dense: %s",
+    self:log(state, string.format("warning: %s: %d module(s) received no calibration input and stay dense: %s",
       self.name, #missing, table.concat(missing, ", ")))
   end
   for _, T in ipairs(self._sets or {}) do if T.stats then T.stats:free(); T.stats = nil end end
